@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Creates .venv (once) and installs reasonlab into it with its dev tools.
+# On a machine without an NVIDIA GPU the CPU build of torch is pinned first, so that the
+# open range in pyproject.toml is already satisfied and no multi-GB CUDA build is pulled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-.venv}"
+EXTRAS="${EXTRAS:-dev}"
+CPU_TORCH="${CPU_TORCH:-torch==2.13.0}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+        "${PIP[@]}" install "torch>=2.2"
+    else
+        "${PIP[@]}" install "$CPU_TORCH"
+    fi
+fi
+"${PIP[@]}" install -e ".[$EXTRAS]"

@@ -1,0 +1,136 @@
+"""The ``reasonlab`` command line: each command is a thin call into the library.
+
+Exit codes: 0 success, 2 bad input (one line naming the field or file, no traceback),
+1 internal error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import typer
+from typer.main import get_command
+
+from reasonlab.config import ConfigError, load_config
+
+app = typer.Typer(
+    add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+    help="reasonlab: controlled experiments on how small sequence models learn to reason.",
+)
+
+SET_HELP = "Override a config key, e.g. --set train.lr=3e-4 (repeatable)."
+
+
+def _interrupt_on_sigterm() -> None:
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@app.command()
+def run(
+    config: Path | None = typer.Argument(None, help="YAML config (omit with --resume)."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (default runs/NAME-TIME)."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this folder."),
+) -> None:
+    """Train one run."""
+    from reasonlab.runs import RunDir
+    from reasonlab.train import train
+
+    _interrupt_on_sigterm()
+    if resume is not None:
+        if config is not None or set_ or out is not None:
+            raise ConfigError("--resume: takes only the run folder (no CONFIG, --set or --out)")
+        run_dir = RunDir(resume)
+        cfg = run_dir.load_config()
+        previous = run_dir.summary() or {}
+        if previous.get("status") == "completed":
+            typer.echo(f"{resume}: already completed")
+            return
+        summary = train(cfg, resume, resume=True)
+    else:
+        if config is None:
+            raise ConfigError("CONFIG: a config file is required (or --resume RUN_DIR)")
+        cfg = load_config(config, set_)
+        if out is None:
+            out = Path("runs") / f"{cfg.name or config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        summary = train(cfg, out)
+        resume = out
+    final = ", ".join(f"{k} {v:.3f}" for k, v in summary["final"].items() if "." not in k)
+    typer.echo(f"{resume}: {summary['status']} in {summary['wall_s']:.1f}s; {final}")
+
+
+@app.command()
+def data(
+    config: Path = typer.Argument(..., help="YAML config whose task is written."),
+    out: Path = typer.Option(..., "--out", help="Folder for the dataset files."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Write the dataset of a config's task (two-hop: the Grokked JSON layout)."""
+    from reasonlab.tasks import write_dataset
+
+    cfg = load_config(config, set_)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out}: exists and is not empty; choose another folder")
+    counts = write_dataset(cfg.task, out)
+    typer.echo(f"{out}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+
+
+@app.command()
+def study(
+    name: str | None = typer.Argument(None, help="Study name (see --list)."),
+    preset: str = typer.Option("cpu", "--preset", help="cpu (minutes on a laptop) or paper."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Seeds per configuration."),
+    out: Path | None = typer.Option(None, "--out", help="Study folder (default runs/NAME-PRESET)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key in every run. " + SET_HELP),
+    list_: bool = typer.Option(False, "--list", help="List the ready studies."),
+) -> None:
+    """Run a ready study (a set of runs) and write summary.json and report.html."""
+    from reasonlab.studies import STUDIES, run_study
+
+    _interrupt_on_sigterm()
+    if list_:
+        for study_name, spec in STUDIES.items():
+            typer.echo(f"{study_name}: {spec.description} (presets: {', '.join(spec.presets)})")
+        return
+    if name is None:
+        raise ConfigError("NAME: give a study name (reasonlab study --list)")
+    out = out or Path("runs") / f"{name}-{preset}"
+    result = run_study(name, preset=preset, seeds=seeds, out=out, overrides=set_)
+    typer.echo(f"{out}: {len(result['runs'])} runs; report {out / 'report.html'}")
+
+
+def _is_usage_error(error: Exception) -> bool:
+    """Click's (or Typer's vendored click's) usage errors: bad option, missing argument, ..."""
+    return callable(getattr(error, "format_message", None)) and getattr(error, "exit_code", 0) == 2
+
+
+def main(argv: list[str] | None = None) -> None:
+    command = get_command(app)
+    try:
+        code = command.main(args=argv, standalone_mode=False, prog_name="reasonlab")
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:
+        if type(error).__name__ == "Abort":
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        if not _is_usage_error(error):
+            raise
+        message = " ".join(error.format_message().split())
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

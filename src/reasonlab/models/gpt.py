@@ -1,0 +1,146 @@
+"""A GPT-2-style decoder built for inspection: pre-LN blocks, learned or rotary positions, SDPA
+attention, optional tied embeddings, GPT-2 initialization, and TransformerLens hook names.
+
+Inputs are token ids (batch, L), or vectors (batch, L, input_dim) when ``input_dim`` is set (for
+in-context regression); outputs are logits (batch, L, vocab) or vectors (batch, L, output_dim).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from reasonlab.models.attention import CausalSelfAttention
+from reasonlab.models.hooks import HookedModule, HookPoint
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    max_seq_len: int
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int | None = None
+    positions: str = "learned"  # learned | rotary
+    tie_embeddings: bool = False
+    dropout: float = 0.0
+    input_dim: int | None = None  # continuous inputs instead of token ids
+    output_dim: int | None = None  # continuous outputs instead of logits
+    layer_norm_eps: float = 1e-5
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm whose normalized output (before the affine map) is a hook point, so that the
+    logit lens can read any residual stream through the final norm."""
+
+    def __init__(self, d_model: int, eps: float):
+        super().__init__(d_model, eps=eps)
+        self.hook_scale = HookPoint()  # (batch, L, 1)
+        self.hook_normalized = HookPoint()  # (batch, L, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.hook_scale.active or self.hook_normalized.active):
+            return super().forward(x)  # fused kernel when nobody reads the inside
+        x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        return self.hook_normalized(x / scale) * self.weight + self.bias
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, d_mlp: int):
+        super().__init__()
+        self.W_in = nn.Linear(d_model, d_mlp)
+        self.act = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"
+        self.hook_post = HookPoint()  # (batch, L, d_mlp)
+        self.W_out = nn.Linear(d_mlp, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.W_out(self.hook_post(self.act(self.W_in(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln1 = LayerNorm(cfg.d_model, cfg.layer_norm_eps)
+        self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, cfg.dropout,
+                                        rotary=cfg.positions == "rotary",
+                                        max_seq_len=cfg.max_seq_len)
+        self.ln2 = LayerNorm(cfg.d_model, cfg.layer_norm_eps)
+        self.mlp = MLP(cfg.d_model, cfg.d_mlp or 4 * cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, resid: Tensor) -> Tensor:
+        resid = self.hook_resid_pre(resid)
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.dropout(self.attn(self.ln1(resid)))))
+        return self.hook_resid_post(resid + self.hook_mlp_out(self.dropout(self.mlp(self.ln2(resid)))))
+
+
+class GPT(HookedModule):
+    family = "gpt"
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.input_dim is None:
+            self.embed: nn.Module = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        else:
+            self.embed = nn.Linear(cfg.input_dim, cfg.d_model)
+        self.hook_embed = HookPoint()
+        self.pos_embed = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.positions == "learned" else None
+        self.hook_pos_embed = HookPoint()
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_final = LayerNorm(cfg.d_model, cfg.layer_norm_eps)
+        out_features = cfg.output_dim or cfg.vocab_size
+        self.unembed = nn.Linear(cfg.d_model, out_features, bias=False)
+        if cfg.tie_embeddings:
+            if cfg.input_dim is not None or cfg.output_dim is not None:
+                raise ValueError("tied embeddings need token inputs and token outputs")
+            self.unembed.weight = self.embed.weight
+        self.apply(self._init_weights)
+        # GPT-2: residual projections scaled by 1/sqrt(2 * n_layers).
+        for name, param in self.named_parameters():
+            if name.endswith("W_out.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+        self.setup_hooks()
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def residual_names(self) -> list[str]:
+        """The residual stream after the embeddings and after every block, in order."""
+        return ["blocks.0.hook_resid_pre"] + [
+            f"blocks.{i}.hook_resid_post" for i in range(self.cfg.n_layers)
+        ]
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        """inputs: (batch, L) token ids or (batch, L, input_dim) -> (batch, L, vocab/output_dim)."""
+        length = inputs.shape[1]
+        if length > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {length} exceeds max_seq_len {self.cfg.max_seq_len}")
+        resid = self.hook_embed(self.embed(inputs))
+        if self.pos_embed is not None:
+            positions = torch.arange(length, device=resid.device)
+            resid = resid + self.hook_pos_embed(self.pos_embed(positions))
+        resid = self.drop(resid)
+        for block in self.blocks:
+            resid = block(resid)
+        return self.unembed(self.ln_final(resid))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
