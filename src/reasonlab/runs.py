@@ -148,6 +148,7 @@ class RunDir:
     def save_checkpoint(self, step: int, tensors: dict[str, torch.Tensor],
                         metadata: dict[str, Any]) -> Path:
         path = self.checkpoint_path(step)
+        path.parent.mkdir(parents=True, exist_ok=True)  # a resumed run may have lost the folder
         meta = {key: json.dumps(value) for key, value in {**metadata, "step": step}.items()}
         with atomic_path(path) as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),

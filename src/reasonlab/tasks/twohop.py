@@ -111,8 +111,8 @@ def k_hop_chains(
     order = np.argsort(facts.heads, kind="stable")
     count = np.bincount(facts.heads, minlength=graph.num_entities)
     start = np.concatenate([[0], np.cumsum(count)[:-1]])
-    entities = facts.heads[:, None]
-    relations = np.empty((len(facts), 0), np.int64)
+    entities = np.arange(graph.num_entities)[:, None]  # one start per entity, not per fact
+    relations = np.empty((graph.num_entities, 0), np.int64)
     for _ in range(hops):
         if len(entities) > 4 * limit:
             keep = np.sort(rng.choice(len(entities), 4 * limit, replace=False))

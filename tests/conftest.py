@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny configs that build and train in well under a second on a CPU."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from reasonlab.config import RunConfig, TwoHopTaskConfig, apply_overrides, config_from_dict
+from reasonlab.tasks.twohop import Graph
+
+# A graph of 30 entities x 4 relations: 120 atomic facts, 12 of them OOD, a few hundred chains.
+TINY_TASK: dict[str, Any] = {
+    "num_entities": 30,
+    "num_relations": 8,
+    "out_degree": 4,
+    "ood_fraction": 0.1,
+    "lam": 1.5,
+    "id_test_fraction": 0.05,
+    "max_probe_size": 64,
+}
+
+TINY_RUN: dict[str, Any] = {
+    "task": TINY_TASK,
+    "model": {"n_layers": 1, "d_model": 16, "n_heads": 2},
+    "train": {"steps": 12, "batch_size": 32, "warmup_steps": 2, "device": "cpu"},
+    "eval": {"every": 2, "batch_size": 256},
+    "log": {"progress": False},
+}
+
+
+def tiny_config(*overrides: str) -> RunConfig:
+    """The tiny run config with ``key.sub=value`` overrides (same syntax as ``--set``)."""
+    return config_from_dict(apply_overrides(copy.deepcopy(TINY_RUN), list(overrides)))
+
+
+def tiny_task(**fields: Any) -> TwoHopTaskConfig:
+    return TwoHopTaskConfig(**{**TINY_TASK, **fields})
+
+
+def fact_tables(graph: Graph) -> tuple[np.ndarray, np.ndarray]:
+    """tail[e, r] (-1 where entity e has no relation r) and ood[e, r], for direct lookups."""
+    n_entities, _ = graph.relation_of.shape
+    n_relations = int(graph.relation_of.max()) + 1
+    tail = np.full((n_entities, n_relations), -1, np.int64)
+    ood = np.zeros((n_entities, n_relations), bool)
+    rows = np.repeat(np.arange(n_entities), graph.relation_of.shape[1])
+    tail[rows, graph.relation_of.ravel()] = graph.tail_of.ravel()
+    ood[rows, graph.relation_of.ravel()] = graph.is_ood.ravel()
+    return tail, ood
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_elapsed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in records]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture
+def write_yaml(tmp_path: Path):
+    def write(text: str, name: str = "config.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write

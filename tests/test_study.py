@@ -1,0 +1,98 @@
+"""The ready CoT two-hop study: presets, the study folder, the report, the paper preset on CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from reasonlab.config import ConfigError
+from reasonlab.studies import STUDIES, run_study, study_configs
+
+TINY = [
+    "task.num_entities=40", "task.num_relations=8", "task.out_degree=4", "task.lam=1.5",
+    "task.ood_fraction=0.2", "task.id_test_fraction=0.05", "task.khop=[]", "model.n_layers=1", "model.d_model=16",
+    "model.n_heads=2", "train.steps=6", "train.batch_size=32", "train.warmup_steps=2",
+    "eval.every=3", "log.progress=false",
+]
+
+
+def test_cot_twohop_presets_match_the_paper():
+    spec = STUDIES["cot-twohop"]
+    configs = study_configs(spec, "paper", seeds=1)
+    assert set(configs) == {"no-cot-s0", "cot-after-relations-s0", "cot-interleaved-s0"}
+    assert {c.task.cot for c in configs.values()} == {"none", "after_relations", "interleaved"}
+    paper = configs["cot-after-relations-s0"]
+    assert (paper.task.num_entities, paper.task.num_relations, paper.task.out_degree) == (
+        2000, 200, 20)
+    assert paper.task.lam == 7.2 and paper.task.ood_fraction == 0.05
+    assert (paper.model.n_layers, paper.model.d_model, paper.model.n_heads) == (8, 768, 12)
+    train = paper.train
+    assert (train.lr, train.weight_decay, train.warmup_steps, train.batch_size, train.steps) == (
+        1e-4, 0.1, 2000, 512, 8000)
+    assert train.betas == (0.9, 0.999) and train.schedule == "constant" and train.grad_clip == 1.0
+
+
+def test_seeds_vary_data_and_training():
+    configs = study_configs(STUDIES["cot-twohop"], "cpu", seeds=2)
+    assert len(configs) == 6
+    a, b = configs["no-cot-s0"], configs["no-cot-s1"]
+    assert a.task.seed != b.task.seed and a.train.seed != b.train.seed
+
+
+def test_unknown_preset_and_study_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="--preset"):
+        study_configs(STUDIES["cot-twohop"], "huge", seeds=1)
+    with pytest.raises(ConfigError, match="unknown study"):
+        run_study("no-such-study", out=tmp_path / "s")
+
+
+def test_study_writes_summary_and_report_and_reuses_runs(tmp_path):
+    out = tmp_path / "study"
+    result = run_study("cot-twohop", preset="cpu", seeds=1, out=out, overrides=TINY)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["study"] == "cot-twohop" and summary["preset"] == "cpu"
+    assert set(summary["runs"]) == set(result["runs"]) == {
+        "no-cot-s0", "cot-after-relations-s0", "cot-interleaved-s0"}
+    for name, run in summary["runs"].items():
+        assert run["status"] == "completed"
+        assert run["config"]["model"]["d_model"] == 16
+        assert "test_inferred_ood" in run["final"] and "test_inferred_iid" in run["best"]
+        assert (out / "runs" / name / "metrics.jsonl").exists()
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64,") == 2  # curves + per-stage curves
+    assert "The paper&#x27;s numbers" in report or "The paper's numbers" in report
+    assert "0.953" in report  # the paper's OOD accuracy at 8k steps
+    assert "r2 is fed after the model" in report  # the interleaved evaluation is stated
+    assert (out / "curves.png").stat().st_size > 1000
+
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("metrics.jsonl")}
+    run_study("cot-twohop", preset="cpu", seeds=1, out=out, overrides=TINY)
+    after = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("metrics.jsonl")}
+    assert before == after  # completed runs are reused, not retrained
+
+    with pytest.raises(ConfigError, match="different config"):
+        run_study("cot-twohop", preset="cpu", seeds=1, out=out, overrides=[*TINY, "train.lr=0.01"])
+    with pytest.raises(ConfigError, match="another study"):
+        run_study("cot-twohop", preset="paper", seeds=1, out=out, overrides=TINY)
+
+
+def test_paper_preset_starts_and_runs_a_few_steps_on_cpu(tmp_path):
+    """The paper-size model (8 x 768) and data (2000 entities) on CPU: 2 small steps."""
+    out = tmp_path / "paper"
+    command = [
+        sys.executable, "-m", "reasonlab", "study", "cot-twohop", "--preset", "paper",
+        "--out", str(out), "--set", "train.steps=2", "--set", "train.batch_size=8",
+        "--set", "task.max_probe_size=4", "--set", "eval.at_start=false",
+        "--set", "eval.batch_size=4", "--set", "log.progress=false", "--set", "task.khop=[]",
+        "--set", "log.checkpoints=none",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    run = summary["runs"]["cot-after-relations-s0"]
+    assert run["status"] == "completed"
+    assert run["num_parameters"] > 50_000_000
+    assert run["data_stats"]["twohop_train_facts"] == 273_600
