@@ -23,8 +23,21 @@ ID, OOD = "test_inferred_iid", "test_inferred_ood"
 
 
 def run_study(out: Path, seeds: int) -> float:
-    command = [sys.executable, "-m", "reasonlab", "study", "cot-twohop", "--preset", "cpu",
-               "--seeds", str(seeds), "--out", str(out), "--set", "log.progress=false"]
+    command = [
+        sys.executable,
+        "-m",
+        "reasonlab",
+        "study",
+        "cot-twohop",
+        "--preset",
+        "cpu",
+        "--seeds",
+        str(seeds),
+        "--out",
+        str(out),
+        "--set",
+        "log.progress=false",
+    ]
     started = time.perf_counter()
     subprocess.run(command, check=True)
     return time.perf_counter() - started
@@ -44,16 +57,22 @@ def main() -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="cot-twohop-bench-"))
     wall = run_study(out, args.seeds)
     summary = json.loads((out / "summary.json").read_text())
-    print(f"\nquick CoT two-hop study, {args.seeds} seed(s), {os.cpu_count()} cores: "
-          f"{wall:.0f} s wall ({out})\n")
-    print("| run | final ID | final OOD | steps to 0.95 ID | steps to 0.95 OOD | OOD bridge "
-          "| run wall s |")
+    print(
+        f"\nquick CoT two-hop study, {args.seeds} seed(s), {os.cpu_count()} cores: "
+        f"{wall:.0f} s wall ({out})\n"
+    )
+    print(
+        "| run | final ID | final OOD | steps to 0.95 ID | steps to 0.95 OOD | OOD bridge "
+        "| run wall s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, run in summary["runs"].items():
         final, reached = run["final"], run["steps_to_threshold"]
         bridge = final.get(f"{OOD}.bridge")
-        print(f"| {name} | {final[ID]:.3f} | {final[OOD]:.3f} | {reached[ID]} | {reached[OOD]} | "
-              f"{'–' if bridge is None else f'{bridge:.3f}'} | {run['wall_s']:.0f} |")
+        print(
+            f"| {name} | {final[ID]:.3f} | {final[OOD]:.3f} | {reached[ID]} | {reached[OOD]} | "
+            f"{'–' if bridge is None else f'{bridge:.3f}'} | {run['wall_s']:.0f} |"
+        )
     runs = summary["runs"]
     interleaved = [r for n, r in runs.items() if n.startswith("cot-interleaved")]
     no_cot = [r for n, r in runs.items() if n.startswith("no-cot")]
@@ -66,11 +85,24 @@ def main() -> int:
     if args.determinism:
         first = out / "runs" / "cot-interleaved-s0"
         again = Path(tempfile.mkdtemp(prefix="cot-twohop-again-")) / "run"
-        subprocess.run([sys.executable, "-m", "reasonlab", "run", str(first / "config.json"),
-                        "--out", str(again), "--set", "log.progress=false"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "reasonlab",
+                "run",
+                str(first / "config.json"),
+                "--out",
+                str(again),
+                "--set",
+                "log.progress=false",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         checks["same config and seed -> same metrics"] = metrics_without_time(
-            first / "metrics.jsonl") == metrics_without_time(again / "metrics.jsonl")
+            first / "metrics.jsonl"
+        ) == metrics_without_time(again / "metrics.jsonl")
     print()
     for check, ok in checks.items():
         print(f"- {check}: {'yes' if ok else 'NO'}")

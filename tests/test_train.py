@@ -240,6 +240,18 @@ def interrupted_run(tmp_path_factory) -> Path:
     return out
 
 
+def count_steps(patch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the training steps (loss computations) the loop runs from now on."""
+    real, calls = train_module.completion_loss, []
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    patch.setattr(train_module, "completion_loss", counted)
+    return calls
+
+
 def copy_run(run: Path, tmp_path: Path) -> Path:
     target = tmp_path / "copy"
     shutil.copytree(run, target)
@@ -255,13 +267,15 @@ def test_interrupted_run_state(interrupted_run):
 
 
 def test_resume_after_interrupt_gives_the_same_metrics(interrupted_run, reference_dropout_run,
-                                                       tmp_path):
+                                                       tmp_path, monkeypatch):
     run = copy_run(interrupted_run, tmp_path)
+    steps = count_steps(monkeypatch)
     # a torn line from a killed process is dropped on resume
     with open(run / "metrics.jsonl", "a") as handle:
         handle.write('{"step": 12, "id_ato')
     summary = train(tiny_config(*RESUME_OVERRIDES), run, resume=True)
     assert summary["status"] == "completed"
+    assert len(steps) == 2  # steps 11 and 12 only
     assert without_elapsed(read_metrics(run)) == without_elapsed(
         read_metrics(reference_dropout_run))
     assert RunDir(run).checkpoint_steps() == SCHEDULE  # the latest-only step 10 is gone
@@ -269,11 +283,13 @@ def test_resume_after_interrupt_gives_the_same_metrics(interrupted_run, referenc
     assert summary["final"] == reference["final"] and summary["best"] == reference["best"]
 
 
-def test_resume_from_an_earlier_checkpoint(reference_dropout_run, tmp_path):
+def test_resume_from_an_earlier_checkpoint(reference_dropout_run, tmp_path, monkeypatch):
     run = copy_run(reference_dropout_run, tmp_path)
+    steps = count_steps(monkeypatch)
     (run / "checkpoints" / "step-12.safetensors").unlink()
     (run / "summary.json").unlink()
-    train(tiny_config(*RESUME_OVERRIDES), run, resume=True)  # restarts at step 8
+    train(tiny_config(*RESUME_OVERRIDES), run, resume=True)
+    assert len(steps) == 4  # restarted after step 8
     assert without_elapsed(read_metrics(run)) == without_elapsed(
         read_metrics(reference_dropout_run))
     assert RunDir(run).checkpoint_steps() == SCHEDULE

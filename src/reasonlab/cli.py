@@ -17,7 +17,9 @@ from typer.main import get_command
 from reasonlab.config import ConfigError, load_config
 
 app = typer.Typer(
-    add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     help="reasonlab: controlled experiments on how small sequence models learn to reason.",
 )
 
@@ -25,7 +27,7 @@ SET_HELP = "Override a config key, e.g. --set train.lr=3e-4 (repeatable)."
 
 
 def _interrupt_on_sigterm() -> None:
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
@@ -103,6 +105,31 @@ def study(
     out = out or Path("runs") / f"{name}-{preset}"
     result = run_study(name, preset=preset, seeds=seeds, out=out, overrides=set_)
     typer.echo(f"{out}: {len(result['runs'])} runs; report {out / 'report.html'}")
+
+
+@app.command()
+def bench(
+    name: str = typer.Argument("step", help="step: one training step vs Hugging Face GPT-2."),
+    n_layers: int = typer.Option(4, "--layers", min=1),
+    d_model: int = typer.Option(128, "--width", min=1),
+    n_heads: int = typer.Option(4, "--heads", min=1),
+    batch_size: int = typer.Option(512, "--batch", min=1),
+    seq_len: int = typer.Option(5, "--seq-len", min=2),
+    repeats: int = typer.Option(20, "--repeats", min=1),
+) -> None:
+    """Speed benchmarks against real peers, printed as JSON."""
+    import json
+
+    from reasonlab.bench import step_time
+
+    if name != "step":
+        raise ConfigError(f"NAME: unknown benchmark {name!r} (known: step)")
+    if d_model % n_heads:
+        raise ConfigError(f"--width: {d_model} is not divisible by --heads {n_heads}")
+    result = step_time(
+        n_layers, d_model, n_heads, batch_size=batch_size, seq_len=seq_len, repeats=repeats
+    )
+    typer.echo(json.dumps(result, indent=2))
 
 
 def _is_usage_error(error: Exception) -> bool:

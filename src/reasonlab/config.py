@@ -140,9 +140,7 @@ class TrainConfig(StrictModel):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if value in ("auto", "cpu", "cuda") or (
-            value.startswith("cuda:") and value[5:].isdigit()
-        ):
+        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
             return value
         raise ValueError(f"unknown device {value!r} (auto, cpu, cuda, cuda:N)")
 
@@ -156,7 +154,8 @@ class EvalConfig(StrictModel):
 
 class LogConfig(StrictModel):
     checkpoints: Literal["log", "final", "none"] = Field(
-        "log", description="log: at evaluations 1, 2, 4, 8, ... eval intervals in, and the last step"
+        "log",
+        description="log: at evaluations 1, 2, 4, 8, ... eval intervals in, and the last step",
     )
     keep_latest: bool = Field(
         True, description="also keep the newest evaluation's checkpoint, for --resume"

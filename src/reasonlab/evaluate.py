@@ -36,8 +36,9 @@ def teacher_forced(model: nn.Module, tokens: Tensor) -> Tensor:
     return predictions
 
 
-def score_probe(model: nn.Module, probe: Probe, batch_size: int, device: torch.device,
-                autocast: bool = False) -> dict[str, float]:
+def score_probe(
+    model: nn.Module, probe: Probe, batch_size: int, device: torch.device, autocast: bool = False
+) -> dict[str, float]:
     correct = 0
     stage_correct = {name: 0 for name in probe.stages}
     tail_tf_correct = 0
@@ -64,8 +65,13 @@ def score_probe(model: nn.Module, probe: Probe, batch_size: int, device: torch.d
     return scores
 
 
-def evaluate(model: nn.Module, probes: dict[str, Probe], batch_size: int = 1024,
-             device: torch.device | str = "cpu", autocast: bool = False) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    probes: dict[str, Probe],
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+    autocast: bool = False,
+) -> dict[str, float]:
     """{probe: exact match, probe.stage: stage accuracy, ...} for every probe."""
     was_training = model.training
     model.eval()

@@ -12,9 +12,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from reasonlab.runs import RunDir, atomic_path  # noqa: E402
+from reasonlab.runs import RunDir, atomic_path
 
 STAGE_SUFFIXES = (".bridge", ".tail", ".tail_given_true_bridge")
 
@@ -25,8 +25,13 @@ def variant_of(run_name: str) -> str:
     return head if head and seed.isdigit() else run_name
 
 
-def plot_curves(histories: dict[str, list[dict[str, Any]]], keys: list[str], title: str,
-                path: Path | None = None, threshold: float | None = None) -> bytes:
+def plot_curves(
+    histories: dict[str, list[dict[str, Any]]],
+    keys: list[str],
+    title: str,
+    path: Path | None = None,
+    threshold: float | None = None,
+) -> bytes:
     """One panel per metric key, accuracy vs step, one line per run; returns PNG bytes."""
     columns = min(3, len(keys))
     rows = -(-len(keys) // columns)
@@ -41,8 +46,14 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], keys: list[str], tit
                 continue
             variant = variant_of(run_name)
             steps, values = zip(*points, strict=True)
-            axis.plot(steps, values, color=colours[variant], lw=1.6, alpha=0.9,
-                      label=variant if variant not in labelled else None)
+            axis.plot(
+                steps,
+                values,
+                color=colours[variant],
+                lw=1.6,
+                alpha=0.9,
+                label=variant if variant not in labelled else None,
+            )
             labelled.add(variant)
         if threshold is not None:
             axis.axhline(threshold, color="grey", lw=0.8, ls=":")
@@ -50,7 +61,7 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], keys: list[str], tit
         axis.set_ylim(-0.03, 1.03)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
-    for axis in list(axes.flat)[len(keys):]:
+    for axis in list(axes.flat)[len(keys) :]:
         axis.axis("off")
     axes.flat[0].set_ylabel("exact-match accuracy")
     handles, labels = axes.flat[0].get_legend_handles_labels()
@@ -90,11 +101,13 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 def _describe(config: dict[str, Any]) -> str:
     task, model, train = config["task"], config["model"], config["train"]
     task_text = ", ".join(f"{k} {v}" for k, v in task.items() if k not in ("seed", "data_dir"))
-    return (f"task: {task_text}. model: {model['kind']} {model['n_layers']} layers x "
-            f"{model['d_model']}, {model['n_heads']} heads, {model['positions']} positions. "
-            f"train: {train['steps']} steps, batch {train['batch_size']}, lr {train['lr']}, "
-            f"weight decay {train['weight_decay']}, warm-up {train['warmup_steps']}, "
-            f"{train['schedule']} schedule.")
+    return (
+        f"task: {task_text}. model: {model['kind']} {model['n_layers']} layers x "
+        f"{model['d_model']}, {model['n_heads']} heads, {model['positions']} positions. "
+        f"train: {train['steps']} steps, batch {train['batch_size']}, lr {train['lr']}, "
+        f"weight decay {train['weight_decay']}, warm-up {train['warmup_steps']}, "
+        f"{train['schedule']} schedule."
+    )
 
 
 def write_study_report(folder: Path, spec: Any, result: dict[str, Any]) -> Path:
@@ -103,26 +116,60 @@ def write_study_report(folder: Path, spec: Any, result: dict[str, Any]) -> Path:
     keys: list[str] = []
     for records in histories.values():
         for record in records:
-            keys += [k for k in record if k not in keys and isinstance(record[k], float)
-                     and k not in ("loss", "lr", "elapsed_s")]
+            keys += [
+                k
+                for k in record
+                if k not in keys
+                and isinstance(record[k], float)
+                and k not in ("loss", "lr", "elapsed_s")
+            ]
     probes = [k for k in keys if "." not in k]
-    stage_keys = [k for k in keys if k.endswith(STAGE_SUFFIXES)
-                  and k.split(".")[0] in ("test_inferred_iid", "test_inferred_ood")]
+    stage_keys = [
+        k
+        for k in keys
+        if k.endswith(STAGE_SUFFIXES)
+        and k.split(".")[0] in ("test_inferred_iid", "test_inferred_ood")
+    ]
     threshold = next(iter(result["runs"].values()))["config"]["eval"]["threshold"]
-    curves = plot_curves(histories, probes, f"{spec.name} ({result['preset']}): accuracy vs step",
-                         folder / "curves.png", threshold)
-    stages = plot_curves(histories, stage_keys, "per CoT stage (generated bridge; tail after "
-                         "the model's bridge; tail given the true bridge)", folder / "stages.png",
-                         threshold) if stage_keys else None
+    curves = plot_curves(
+        histories,
+        probes,
+        f"{spec.name} ({result['preset']}): accuracy vs step",
+        folder / "curves.png",
+        threshold,
+    )
+    stages = (
+        plot_curves(
+            histories,
+            stage_keys,
+            "per CoT stage (generated bridge; tail after "
+            "the model's bridge; tail given the true bridge)",
+            folder / "stages.png",
+            threshold,
+        )
+        if stage_keys
+        else None
+    )
 
     headline = spec.headline or {k: k for k in probes[:2]}
-    header = ["run", *(f"final {label}" for label in headline),
-              *(f"steps to {threshold:g} ({label})" for label in headline), "wall s", "status"]
+    header = [
+        "run",
+        *(f"final {label}" for label in headline),
+        *(f"steps to {threshold:g} ({label})" for label in headline),
+        "wall s",
+        "status",
+    ]
     rows = []
     for name, run in result["runs"].items():
-        rows.append([name, *(run["final"].get(k) for k in headline.values()),
-                     *(run["steps_to_threshold"].get(k) for k in headline.values()),
-                     run.get("wall_s"), run.get("status")])
+        rows.append(
+            [
+                name,
+                *(run["final"].get(k) for k in headline.values()),
+                *(run["steps_to_threshold"].get(k) for k in headline.values()),
+                run.get("wall_s"),
+                run.get("status"),
+            ]
+        )
     by_variant: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for name, run in result["runs"].items():
         by_variant[variant_of(name)].append(run)
@@ -130,7 +177,9 @@ def write_study_report(folder: Path, spec: Any, result: dict[str, Any]) -> Path:
     for variant, runs in by_variant.items():
         means = [sum(r["final"].get(k) or 0.0 for r in runs) / len(runs) for k in headline.values()]
         mean_rows.append([variant, len(runs), *means])
-    all_rows = [[name, *(run["final"].get(k) for k in probes)] for name, run in result["runs"].items()]
+    all_rows = [
+        [name, *(run["final"].get(k) for k in probes)] for name, run in result["runs"].items()
+    ]
 
     notes = sorted({note for run in result["runs"].values() for note in run.get("notes", [])})
     paper = spec.paper or {}
@@ -142,33 +191,49 @@ def write_study_report(folder: Path, spec: Any, result: dict[str, Any]) -> Path:
         f"<h1>{html.escape(spec.name)} — preset {html.escape(result['preset'])}</h1>",
         f"<p>{html.escape(spec.description)}. {len(result['runs'])} runs, "
         f"{result.get('seeds', 1)} seed(s) per variant, device {html.escape(str(device))}.</p>",
-        "<h2>Accuracy over training</h2>", _img(curves, "accuracy curves"),
+        "<h2>Accuracy over training</h2>",
+        _img(curves, "accuracy curves"),
         "<p>Exact match of the whole completion under greedy decoding; the dotted line is the "
         f"threshold {threshold:g}.</p>",
     ]
     if stages:
         parts += ["<h2>Per CoT stage</h2>", _img(stages, "per-stage accuracy")]
     parts += [
-        "<h2>Final accuracy and steps to threshold</h2>", _table(header, rows),
-        "<h3>Mean over seeds</h3>", _table(["variant", "seeds", *headline], mean_rows),
-        "<h3>Every probe, final</h3>", _table(["run", *probes], all_rows),
+        "<h2>Final accuracy and steps to threshold</h2>",
+        _table(header, rows),
+        "<h3>Mean over seeds</h3>",
+        _table(["variant", "seeds", *headline], mean_rows),
+        "<h3>Every probe, final</h3>",
+        _table(["run", *probes], all_rows),
     ]
     if paper_rows:
-        parts += ["<h2>The paper's numbers</h2>",
-                  f"<p>{html.escape(paper.get('source', ''))}. Paper scale, not this preset's.</p>",
-                  _table(["setting", "ID", "OOD"], paper_rows)]
+        parts += [
+            "<h2>The paper's numbers</h2>",
+            f"<p>{html.escape(paper.get('source', ''))}. Paper scale, not this preset's.</p>",
+            _table(["setting", "ID", "OOD"], paper_rows),
+        ]
     if notes:
-        parts += ["<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-                  + "</ul>"]
-    parts += ["<h2>Configurations</h2><ul>" + "".join(
-        f"<li><b>{html.escape(v)}</b>: {html.escape(_describe(c))}</li>"
-        for v, c in configs.items()) + "</ul>"]
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
-             "padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
-             "img{max-width:100%}")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(spec.name)}"
-            f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>")
+        parts += [
+            "<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"
+        ]
+    parts += [
+        "<h2>Configurations</h2><ul>"
+        + "".join(
+            f"<li><b>{html.escape(v)}</b>: {html.escape(_describe(c))}</li>"
+            for v, c in configs.items()
+        )
+        + "</ul>"
+    ]
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
+        "padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+        "img{max-width:100%}"
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(spec.name)}"
+        f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    )
     path = folder / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(page)

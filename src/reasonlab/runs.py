@@ -63,8 +63,12 @@ def versions() -> dict[str, str]:
 
     from reasonlab import __version__
 
-    return {"reasonlab": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version()}
+    return {
+        "reasonlab": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
 
 
 # ----------------------------------------------------------------------------- the run folder
@@ -85,8 +89,10 @@ class RunDir:
         """Makes a new run folder; refuses a folder that already holds anything."""
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             what = "a different run" if self.config_path.exists() else "other files"
-            raise ConfigError(f"--out {self.path}: already holds {what}; choose another folder"
-                              + (" or --resume it" if self.config_path.exists() else ""))
+            raise ConfigError(
+                f"--out {self.path}: already holds {what}; choose another folder"
+                + (" or --resume it" if self.config_path.exists() else "")
+            )
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.config_path, config.model_dump(mode="json"))
 
@@ -138,21 +144,28 @@ class RunDir:
     def checkpoint_steps(self) -> list[int]:
         if not self.checkpoint_dir.is_dir():
             return []
-        steps = [int(m.group(1)) for p in self.checkpoint_dir.iterdir()
-                 if (m := CHECKPOINT.match(p.name))]
+        steps = [
+            int(m.group(1))
+            for p in self.checkpoint_dir.iterdir()
+            if (m := CHECKPOINT.match(p.name))
+        ]
         return sorted(steps)
 
     def checkpoint_path(self, step: int) -> Path:
         return self.checkpoint_dir / f"step-{step}.safetensors"
 
-    def save_checkpoint(self, step: int, tensors: dict[str, torch.Tensor],
-                        metadata: dict[str, Any]) -> Path:
+    def save_checkpoint(
+        self, step: int, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]
+    ) -> Path:
         path = self.checkpoint_path(step)
         path.parent.mkdir(parents=True, exist_ok=True)  # a resumed run may have lost the folder
         meta = {key: json.dumps(value) for key, value in {**metadata, "step": step}.items()}
         with atomic_path(path) as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-                      metadata=meta)
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                str(tmp),
+                metadata=meta,
+            )
         return path
 
     def load_checkpoint(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

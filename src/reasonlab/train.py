@@ -58,8 +58,10 @@ def config_hash(config: RunConfig) -> str:
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
@@ -116,8 +118,14 @@ def pack_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, 
     return tensors
 
 
-def unpack_state(tensors: dict[str, Tensor], model: nn.Module, optimizer: torch.optim.Optimizer,
-                 param_groups: list[dict[str, Any]], device: torch.device, source: str) -> None:
+def unpack_state(
+    tensors: dict[str, Tensor],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    param_groups: list[dict[str, Any]],
+    device: torch.device,
+    source: str,
+) -> None:
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(model_state)
@@ -169,12 +177,22 @@ class Progress:
     def __init__(self, enabled: bool, total: int, start: int, headline: list[str]):
         self.headline, self.bar = headline, None
         if enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
-            self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                                transient=False)
+            self.bar = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
             self.task = self.bar.add_task("train", total=total, completed=start, info="")
             self.bar.start()
 
@@ -198,8 +216,9 @@ def headline_probes(data: TaskData) -> list[str]:
     return preferred or list(data.probes)[:2]
 
 
-def train(config: RunConfig, out: str | Path, *, resume: bool = False,
-          data: TaskData | None = None) -> dict[str, Any]:
+def train(
+    config: RunConfig, out: str | Path, *, resume: bool = False, data: TaskData | None = None
+) -> dict[str, Any]:
     """Trains one run into the folder ``out`` (new, or an existing one with ``resume``)."""
     run = RunDir(out)
     device = resolve_device(config.train.device)
@@ -217,25 +236,50 @@ def train(config: RunConfig, out: str | Path, *, resume: bool = False,
     elapsed_before, tokens_seen = 0.0, 0
     if state is not None:
         tensors, metadata = state
-        unpack_state(tensors, model, optimizer, metadata["param_groups"], device,
-                     str(run.checkpoint_path(start_step)))
+        unpack_state(
+            tensors,
+            model,
+            optimizer,
+            metadata["param_groups"],
+            device,
+            str(run.checkpoint_path(start_step)),
+        )
         elapsed_before, tokens_seen = metadata["elapsed_s"], metadata["tokens"]
 
     history = History(records)
     summary_base = {
-        "status": "running", "steps": config.train.steps, "device": str(device),
+        "status": "running",
+        "steps": config.train.steps,
+        "device": str(device),
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        "data_fingerprint": data.fingerprint(), "data_stats": data.stats, "notes": data.notes,
+        "data_fingerprint": data.fingerprint(),
+        "data_stats": data.stats,
+        "notes": data.notes,
         "versions": versions(),
     }
-    write_json(run.summary_path, {**summary_base, **history.summary(config.eval.threshold),
-                                  "wall_s": elapsed_before})
+    write_json(
+        run.summary_path,
+        {**summary_base, **history.summary(config.eval.threshold), "wall_s": elapsed_before},
+    )
     progress = Progress(config.log.progress, config.train.steps, start_step, headline_probes(data))
     started = time.perf_counter()
     status, error = "failed", None
     try:
-        _loop(config, run, model, optimizer, data, device, autocast, history, progress,
-              start_step, elapsed_before, tokens_seen, started)
+        _loop(
+            config,
+            run,
+            model,
+            optimizer,
+            data,
+            device,
+            autocast,
+            history,
+            progress,
+            start_step,
+            elapsed_before,
+            tokens_seen,
+            started,
+        )
         status = "completed"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -245,8 +289,12 @@ def train(config: RunConfig, out: str | Path, *, resume: bool = False,
         raise
     finally:
         progress.close()
-        summary = {**summary_base, "status": status, **history.summary(config.eval.threshold),
-                   "wall_s": round(elapsed_before + time.perf_counter() - started, 3)}
+        summary = {
+            **summary_base,
+            "status": status,
+            **history.summary(config.eval.threshold),
+            "wall_s": round(elapsed_before + time.perf_counter() - started, 3),
+        }
         if error:
             summary["error"] = error
         write_json(run.summary_path, summary)
@@ -265,10 +313,21 @@ def _prepare_resume(run: RunDir, config: RunConfig):
     return step, run.truncate_metrics(step), (tensors, metadata)
 
 
-def _loop(config: RunConfig, run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer,
-          data: TaskData, device: torch.device, autocast: bool, history: History,
-          progress: Progress, start_step: int, elapsed_before: float, tokens_seen: int,
-          started: float) -> None:
+def _loop(
+    config: RunConfig,
+    run: RunDir,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: TaskData,
+    device: torch.device,
+    autocast: bool,
+    history: History,
+    progress: Progress,
+    start_step: int,
+    elapsed_before: float,
+    tokens_seen: int,
+    started: float,
+) -> None:
     train_cfg, eval_cfg = config.train, config.eval
     sampler = EpochSampler(len(data.train_tokens), train_cfg.batch_size, train_cfg.seed)
     context = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else nullcontext()
@@ -279,9 +338,14 @@ def _loop(config: RunConfig, run: RunDir, model: nn.Module, optimizer: torch.opt
 
     def log_evaluation(step: int, loss: float | None) -> dict[str, Any]:
         accuracies = evaluate(model, data.probes, eval_cfg.batch_size, device, autocast)
-        record = {"step": step, **accuracies, "loss": loss,
-                  "lr": learning_rate(max(step - 1, 0), train_cfg), "tokens": tokens_seen,
-                  "elapsed_s": round(elapsed_before + time.perf_counter() - started, 3)}
+        record = {
+            "step": step,
+            **accuracies,
+            "loss": loss,
+            "lr": learning_rate(max(step - 1, 0), train_cfg),
+            "tokens": tokens_seen,
+            "elapsed_s": round(elapsed_before + time.perf_counter() - started, 3),
+        }
         run.append_metrics(record)
         history.records.append(record)
         return record
@@ -314,13 +378,21 @@ def _loop(config: RunConfig, run: RunDir, model: nn.Module, optimizer: torch.opt
         record = log_evaluation(done, round(loss_sum / loss_count, 6))
         loss_sum, loss_count = 0.0, 0
         progress.update(done, record)
-        latest_kept = _checkpoint(config, run, model, optimizer, done, record, tokens_seen,
-                                  latest_kept)
+        latest_kept = _checkpoint(
+            config, run, model, optimizer, done, record, tokens_seen, latest_kept
+        )
 
 
-def _checkpoint(config: RunConfig, run: RunDir, model: nn.Module,
-                optimizer: torch.optim.Optimizer, step: int, record: dict[str, Any],
-                tokens_seen: int, latest_kept: int | None) -> int | None:
+def _checkpoint(
+    config: RunConfig,
+    run: RunDir,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    record: dict[str, Any],
+    tokens_seen: int,
+    latest_kept: int | None,
+) -> int | None:
     log_cfg, every = config.log, config.eval.every
     last = step == config.train.steps
 
@@ -331,9 +403,12 @@ def _checkpoint(config: RunConfig, run: RunDir, model: nn.Module,
 
     if not (permanent(step) or log_cfg.keep_latest):
         return latest_kept
-    metadata = {"config_hash": config_hash(config), "elapsed_s": record["elapsed_s"],
-                "tokens": tokens_seen,
-                "param_groups": optimizer.state_dict()["param_groups"]}
+    metadata = {
+        "config_hash": config_hash(config),
+        "elapsed_s": record["elapsed_s"],
+        "tokens": tokens_seen,
+        "param_groups": optimizer.state_dict()["param_groups"],
+    }
     run.save_checkpoint(step, pack_state(model, optimizer), metadata)
     if latest_kept is not None and latest_kept != step and not permanent(latest_kept):
         run.delete_checkpoint(latest_kept)

@@ -28,8 +28,14 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, rotary: bool = False,
-                 max_seq_len: int = 1024):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        dropout: float = 0.0,
+        rotary: bool = False,
+        max_seq_len: int = 1024,
+    ):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, d_model // n_heads
         self.W_qkv = nn.Linear(d_model, 3 * d_model)

@@ -10,17 +10,19 @@ from reasonlab.models.hooks import HookedModule
 
 
 def _build_gpt(cfg: ModelConfig, vocab_size: int, max_seq_len: int) -> HookedModule:
-    return GPT(GPTConfig(
-        vocab_size=vocab_size,
-        max_seq_len=max_seq_len,
-        n_layers=cfg.n_layers,
-        d_model=cfg.d_model,
-        n_heads=cfg.n_heads,
-        d_mlp=cfg.d_mlp,
-        positions=cfg.positions,
-        tie_embeddings=cfg.tie_embeddings,
-        dropout=cfg.dropout,
-    ))
+    return GPT(
+        GPTConfig(
+            vocab_size=vocab_size,
+            max_seq_len=max_seq_len,
+            n_layers=cfg.n_layers,
+            d_model=cfg.d_model,
+            n_heads=cfg.n_heads,
+            d_mlp=cfg.d_mlp,
+            positions=cfg.positions,
+            tie_embeddings=cfg.tie_embeddings,
+            dropout=cfg.dropout,
+        )
+    )
 
 
 BUILDERS: dict[str, Callable[[ModelConfig, int, int], HookedModule]] = {"gpt": _build_gpt}
@@ -30,7 +32,7 @@ def build_model(cfg: ModelConfig, vocab_size: int, task_seq_len: int) -> HookedM
     max_seq_len = cfg.max_seq_len or task_seq_len
     if max_seq_len < task_seq_len:
         raise ConfigError(
-            f"model.max_seq_len: {max_seq_len} is shorter than the task's sequences ({task_seq_len})"
+            f"model.max_seq_len: {max_seq_len} is shorter than the task sequences ({task_seq_len})"
         )
     if cfg.kind not in BUILDERS:
         raise ConfigError(f"model.kind: unknown model kind {cfg.kind!r}")

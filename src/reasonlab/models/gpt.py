@@ -66,9 +66,13 @@ class Block(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.ln1 = LayerNorm(cfg.d_model, cfg.layer_norm_eps)
-        self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, cfg.dropout,
-                                        rotary=cfg.positions == "rotary",
-                                        max_seq_len=cfg.max_seq_len)
+        self.attn = CausalSelfAttention(
+            cfg.d_model,
+            cfg.n_heads,
+            cfg.dropout,
+            rotary=cfg.positions == "rotary",
+            max_seq_len=cfg.max_seq_len,
+        )
         self.ln2 = LayerNorm(cfg.d_model, cfg.layer_norm_eps)
         self.mlp = MLP(cfg.d_model, cfg.d_mlp or 4 * cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -80,8 +84,12 @@ class Block(nn.Module):
 
     def forward(self, resid: Tensor) -> Tensor:
         resid = self.hook_resid_pre(resid)
-        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.dropout(self.attn(self.ln1(resid)))))
-        return self.hook_resid_post(resid + self.hook_mlp_out(self.dropout(self.mlp(self.ln2(resid)))))
+        resid = self.hook_resid_mid(
+            resid + self.hook_attn_out(self.dropout(self.attn(self.ln1(resid))))
+        )
+        return self.hook_resid_post(
+            resid + self.hook_mlp_out(self.dropout(self.mlp(self.ln2(resid))))
+        )
 
 
 class GPT(HookedModule):
@@ -95,7 +103,9 @@ class GPT(HookedModule):
         else:
             self.embed = nn.Linear(cfg.input_dim, cfg.d_model)
         self.hook_embed = HookPoint()
-        self.pos_embed = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.positions == "learned" else None
+        self.pos_embed = (
+            nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.positions == "learned" else None
+        )
         self.hook_pos_embed = HookPoint()
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))

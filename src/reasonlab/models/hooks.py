@@ -63,21 +63,27 @@ class HookedModule(nn.Module):
         handles = []
         try:
             for name, fn in fwd_hooks:
-                matches = [name] if isinstance(name, str) else [n for n in self.hook_dict if name(n)]
+                matches = (
+                    [name] if isinstance(name, str) else [n for n in self.hook_dict if name(n)]
+                )
                 for match in matches:
                     if match not in self.hook_dict:
                         raise KeyError(f"no hook point named {match!r}")
                     point = self.hook_dict[match]
-                    handles.append(point.register_forward_hook(
-                        lambda module, args, output, fn=fn: fn(output, module)
-                    ))
+                    handles.append(
+                        point.register_forward_hook(
+                            lambda module, args, output, fn=fn: fn(output, module)
+                        )
+                    )
             yield self
         finally:
             for handle in handles:
                 handle.remove()
 
     def run_with_hooks(
-        self, inputs: Tensor, fwd_hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]] = (),
+        self,
+        inputs: Tensor,
+        fwd_hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]] = (),
         **kwargs: Any,
     ) -> Tensor:
         """Forward pass with ``fwd_hooks`` = [(name or predicate, fn(activation, hook))]; a hook
@@ -86,7 +92,10 @@ class HookedModule(nn.Module):
             return self(inputs, **kwargs)
 
     def run_with_cache(
-        self, inputs: Tensor, names_filter: NamesFilter = None, detach: bool = True,
+        self,
+        inputs: Tensor,
+        names_filter: NamesFilter = None,
+        detach: bool = True,
         **kwargs: Any,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Forward pass that also returns {hook name: activation} for the names selected."""

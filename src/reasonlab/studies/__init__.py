@@ -32,8 +32,12 @@ class StudySpec:
 def load_study(path: Path) -> StudySpec:
     data = read_yaml(path)
     return StudySpec(
-        name=data["name"], description=data.get("description", ""), variants=data["variants"],
-        presets=data["presets"], headline=data.get("headline", {}), paper=data.get("paper", {}),
+        name=data["name"],
+        description=data.get("description", ""),
+        variants=data["variants"],
+        presets=data["presets"],
+        headline=data.get("headline", {}),
+        paper=data.get("paper", {}),
     )
 
 
@@ -42,12 +46,14 @@ STUDIES: dict[str, StudySpec] = {
 }
 
 
-def study_configs(spec: StudySpec, preset: str, seeds: int,
-                  overrides: list[str] | None = None) -> dict[str, RunConfig]:
+def study_configs(
+    spec: StudySpec, preset: str, seeds: int, overrides: list[str] | None = None
+) -> dict[str, RunConfig]:
     """Run name -> resolved config, for every variant and seed."""
     if preset not in spec.presets:
-        raise ConfigError(f"--preset: {preset!r} is not a preset of {spec.name} "
-                          f"({', '.join(spec.presets)})")
+        raise ConfigError(
+            f"--preset: {preset!r} is not a preset of {spec.name} ({', '.join(spec.presets)})"
+        )
     if seeds < 1:
         raise ConfigError("--seeds: must be at least 1")
     configs = {}
@@ -80,8 +86,13 @@ def _train_or_reuse(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     return train(existing, run_dir, resume=True)
 
 
-def run_study(name: str, preset: str = "cpu", seeds: int = 1, out: str | Path = "runs/study",
-              overrides: list[str] | None = None) -> dict[str, Any]:
+def run_study(
+    name: str,
+    preset: str = "cpu",
+    seeds: int = 1,
+    out: str | Path = "runs/study",
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
     from reasonlab.report import write_study_report
 
     if name not in STUDIES:
@@ -93,7 +104,8 @@ def run_study(name: str, preset: str = "cpu", seeds: int = 1, out: str | Path = 
     if summary_path.exists():
         previous = read_json(summary_path)
         if not isinstance(previous, dict) or (previous.get("study"), previous.get("preset")) != (
-            name, preset
+            name,
+            preset,
         ):
             raise ConfigError(f"--out {out}: holds another study; choose another folder")
     elif out.exists() and any(out.iterdir()):

@@ -37,7 +37,10 @@ class Probe:
 
     def subset(self, index: Tensor) -> Probe:
         return Probe(
-            self.tokens[index], self.prompt_len, self.given[index], self.scored[index],
+            self.tokens[index],
+            self.prompt_len,
+            self.given[index],
+            self.scored[index],
             dict(self.stages),
         )
 

@@ -63,8 +63,12 @@ def write_folder(cfg: TwoHopTaskConfig, out: Path) -> dict[str, int]:
         if name == "test_inferred_ood":
             valid = [dict(item) for item in items]
     out.mkdir(parents=True, exist_ok=True)
-    files = {"train.json": train, "valid.json": valid, "test.json": test,
-             "vocab.json": vocab.tokens}
+    files = {
+        "train.json": train,
+        "valid.json": valid,
+        "test.json": test,
+        "vocab.json": vocab.tokens,
+    }
     for filename, content in files.items():
         tmp = out / f".{filename}.tmp"
         tmp.write_text(json.dumps(content))
@@ -127,8 +131,11 @@ def _parse_items(path: Path, ids: dict[str, int], vocab: list[str], cot: str):
         if vocab[tokens[-1]] != END:
             raise ConfigError(f"{where}: target_text must end with {END}")
         # With the interleaved pattern the relations inside the completion are given, not generated.
-        given = [p for p in range(len(prompt), len(tokens))
-                 if cot == "interleaved" and vocab[tokens[p]].startswith("<r_")]
+        given = [
+            p
+            for p in range(len(prompt), len(tokens))
+            if cot == "interleaved" and vocab[tokens[p]].startswith("<r_")
+        ]
         yield item.get("type"), tokens, len(prompt), given
 
 
@@ -174,7 +181,9 @@ def load_folder(cfg: TwoHopTaskConfig) -> TaskData:
     probes: dict[str, Probe] = {}
     for kind, items in groups.items():
         if len({prompt_len for _, prompt_len, _ in items}) != 1:
-            raise ConfigError(f"{folder / 'test.json'}: items of type {kind} differ in prompt length")
+            raise ConfigError(
+                f"{folder / 'test.json'}: items of type {kind} differ in prompt length"
+            )
         tokens = _stack([t for t, _, _ in items], pad_id)
         given = np.zeros(tokens.shape, bool)
         for i, (_, _, positions) in enumerate(items):
@@ -182,12 +191,18 @@ def load_folder(cfg: TwoHopTaskConfig) -> TaskData:
         stages = _stages(items[0][0], items[0][1], vocab, cfg.cot)
         if any(_stages(t, p, vocab, cfg.cot) != stages for t, p, _ in items):
             stages = {}
-        probes[kind] = as_probe(torch.from_numpy(tokens), items[0][1], torch.from_numpy(given),
-                                pad_id, stages)
+        probes[kind] = as_probe(
+            torch.from_numpy(tokens), items[0][1], torch.from_numpy(given), pad_id, stages
+        )
     train_tokens = _stack(rows, pad_id)
     train_mask = np.zeros(train_tokens.shape, bool)
     for i, mask in enumerate(masks):
         train_mask[i, : len(mask)] = mask
-    return TaskData(vocab=vocab, pad_id=pad_id, train_tokens=torch.from_numpy(train_tokens),
-                    train_loss_mask=torch.from_numpy(train_mask), probes=probes,
-                    stats={"train_items": len(rows), "source": str(folder)})
+    return TaskData(
+        vocab=vocab,
+        pad_id=pad_id,
+        train_tokens=torch.from_numpy(train_tokens),
+        train_loss_mask=torch.from_numpy(train_mask),
+        probes=probes,
+        stats={"train_items": len(rows), "source": str(folder)},
+    )

@@ -42,8 +42,9 @@ class Chains:
         return self.relations.shape[1]
 
     def take(self, index: np.ndarray) -> Chains:
-        return Chains(self.heads[index], self.relations[index], self.bridges[index],
-                      self.tails[index])
+        return Chains(
+            self.heads[index], self.relations[index], self.bridges[index], self.tails[index]
+        )
 
 
 @dataclass
@@ -62,8 +63,12 @@ class Graph:
         """Atomic facts as one-hop chains, optionally only the ID (ood=False) or OOD ones."""
         heads = np.repeat(np.arange(self.num_entities), self.relation_of.shape[1])
         keep = np.ones(heads.shape, bool) if ood is None else self.is_ood.ravel() == ood
-        return Chains(heads[keep], self.relation_of.ravel()[keep, None],
-                      np.empty((int(keep.sum()), 0), np.int64), self.tail_of.ravel()[keep])
+        return Chains(
+            heads[keep],
+            self.relation_of.ravel()[keep, None],
+            np.empty((int(keep.sum()), 0), np.int64),
+            self.tail_of.ravel()[keep],
+        )
 
 
 def build_graph(cfg: TwoHopTaskConfig, rng: np.random.Generator) -> Graph:
@@ -78,8 +83,9 @@ def build_graph(cfg: TwoHopTaskConfig, rng: np.random.Generator) -> Graph:
         )
     is_ood = np.zeros(n_facts, bool)
     is_ood[rng.choice(n_facts, n_ood, replace=False)] = True
-    return Graph(relation_of.astype(np.int64), tail_of.astype(np.int64),
-                 is_ood.reshape(n_entities, degree))
+    return Graph(
+        relation_of.astype(np.int64), tail_of.astype(np.int64), is_ood.reshape(n_entities, degree)
+    )
 
 
 def two_hop_chains(graph: Graph) -> tuple[Chains, np.ndarray]:
@@ -211,15 +217,22 @@ def chains_to_probe(chains: Chains, cot: str, vocab: Vocabulary) -> Probe:
     tokens, plan = encode(chains, cot, vocab)
     given = np.zeros(tokens.shape, bool)
     given[:, sorted(plan.given)] = True
-    return as_probe(torch.from_numpy(tokens), plan.prompt_len, torch.from_numpy(given),
-                    vocab.pad_id, plan.stages())
+    return as_probe(
+        torch.from_numpy(tokens),
+        plan.prompt_len,
+        torch.from_numpy(given),
+        vocab.pad_id,
+        plan.stages(),
+    )
 
 
-def chains_to_training(chains: Chains, cot: str, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
+def chains_to_training(
+    chains: Chains, cot: str, vocab: Vocabulary
+) -> tuple[np.ndarray, np.ndarray]:
     """Token ids and loss mask: the loss covers the completion, never the given tokens."""
     tokens, plan = encode(chains, cot, vocab)
     mask = np.zeros(tokens.shape, bool)
-    mask[:, plan.prompt_len:] = True
+    mask[:, plan.prompt_len :] = True
     mask[:, sorted(plan.given)] = False
     return tokens, mask
 
@@ -309,7 +322,9 @@ def probe_chains(splits: TwoHopSplits, cfg: TwoHopTaskConfig) -> dict[str, Chain
     sampled = {}
     for name, chains in sets.items():
         if len(chains) > cfg.max_probe_size:
-            chains = chains.take(np.sort(rng.choice(len(chains), cfg.max_probe_size, replace=False)))
+            chains = chains.take(
+                np.sort(rng.choice(len(chains), cfg.max_probe_size, replace=False))
+            )
         if len(chains):
             sampled[name] = chains
     return sampled
@@ -325,22 +340,33 @@ def build_twohop(cfg: TwoHopTaskConfig) -> TaskData:
     atomic_tokens, atomic_mask = chains_to_training(splits.atomic, cfg.cot, vocab)
     chain_tokens, chain_mask = chains_to_training(splits.train_chains, cfg.cot, vocab)
     length = max(atomic_tokens.shape[1], chain_tokens.shape[1])
-    tokens = np.concatenate([_pad(atomic_tokens, length, vocab.pad_id),
-                             _pad(chain_tokens, length, vocab.pad_id)])
+    tokens = np.concatenate(
+        [_pad(atomic_tokens, length, vocab.pad_id), _pad(chain_tokens, length, vocab.pad_id)]
+    )
     mask = np.concatenate([_pad(atomic_mask, length, 0), _pad(chain_mask, length, 0)]).astype(bool)
-    probes = {name: chains_to_probe(chains, cfg.cot, vocab)
-              for name, chains in probe_chains(splits, cfg).items()}
+    probes = {
+        name: chains_to_probe(chains, cfg.cot, vocab)
+        for name, chains in probe_chains(splits, cfg).items()
+    }
     notes = []
     if cfg.cot == "interleaved":
-        notes.append("CoT pattern h r1 b r2 t: at evaluation the question's r2 is fed after the "
-                     "model's own bridge; only b and t are generated.")
+        notes.append(
+            "CoT pattern h r1 b r2 t: at evaluation the question's r2 is fed after the "
+            "model's own bridge; only b and t are generated."
+        )
     for k in cfg.khop:
         for split in ("iid", "ood"):
             if f"test_inferred_{k}hop_{split}" not in probes:
                 notes.append(f"no {k}-hop {split.upper()} chain exists in this graph")
-    return TaskData(vocab=vocab.tokens, pad_id=vocab.pad_id, train_tokens=torch.from_numpy(tokens),
-                    train_loss_mask=torch.from_numpy(mask), probes=probes,
-                    stats=statistics(splits), notes=notes)
+    return TaskData(
+        vocab=vocab.tokens,
+        pad_id=vocab.pad_id,
+        train_tokens=torch.from_numpy(tokens),
+        train_loss_mask=torch.from_numpy(mask),
+        probes=probes,
+        stats=statistics(splits),
+        notes=notes,
+    )
 
 
 def statistics(splits: TwoHopSplits) -> dict[str, int]:
