@@ -23,6 +23,9 @@ app = typer.Typer(
     help="reasonlab: controlled experiments on how small sequence models learn to reason.",
 )
 
+analyze_app = typer.Typer(help="Open a trained run up: logit lens, causal tracing.")
+app.add_typer(analyze_app, name="analyze")
+
 SET_HELP = "Override a config key, e.g. --set train.lr=3e-4 (repeatable)."
 
 
@@ -105,6 +108,66 @@ def study(
     out = out or Path("runs") / f"{name}-{preset}"
     result = run_study(name, preset=preset, seeds=seeds, out=out, overrides=set_)
     typer.echo(f"{out}: {len(result['runs'])} runs; report {out / 'report.html'}")
+
+
+@analyze_app.command("logit-lens")
+def analyze_logit_lens(
+    run_dir: Path = typer.Argument(..., help="A two-hop run folder."),
+    probe: str = typer.Option("test_inferred_ood", "--probe", help="Which probe's queries."),
+    target: str = typer.Option("bridge", "--target", help="bridge or tail."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="STEP, last or all."),
+    queries: int = typer.Option(300, "--queries", min=1, help="Number of queries."),
+) -> None:
+    """Rank / MRR of the bridge or tail at every layer x position (JSON + PNG in RUN_DIR)."""
+    from reasonlab.analysis.runs import run_logit_lens
+
+    if target not in ("bridge", "tail"):
+        raise ConfigError(f"--target: {target!r} is not bridge or tail")
+    result = run_logit_lens(run_dir, probe, target, checkpoint, queries)
+    for entry in result["checkpoints"]:
+        layer = entry["first_top1_layer"]
+        where = "never" if layer is None else result["layers"][layer]
+        typer.echo(
+            f"step {entry['step']}: {target} top-1 at position "
+            f"{result['positions'][result['read_position']]} from layer {where}; "
+            f"top-1 share by layer {[round(v, 2) for v in entry['top1_at_read']]}"
+        )
+    typer.echo(f"wrote {Path(run_dir) / 'analysis'}")
+
+
+@analyze_app.command("trace")
+def analyze_trace(
+    run_dir: Path = typer.Argument(..., help="A two-hop run folder."),
+    probe: str = typer.Option("test_inferred_ood", "--probe", help="Which probe's queries."),
+    change: str = typer.Option("bridge", "--change", help="head, r1, r2 or bridge."),
+    target: str = typer.Option("tail", "--target", help="bridge or tail."),
+    hook: str = typer.Option("resid", "--hook", help="resid, attn_out or mlp_out."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="STEP, last or all."),
+    queries: int = typer.Option(300, "--queries", min=1, help="Number of queries."),
+) -> None:
+    """Causal tracing: patch one layer x position from a counterfactual (JSON + PNG)."""
+    from reasonlab.analysis.runs import run_trace
+    from reasonlab.analysis.twohop_queries import CHANGES
+
+    if change not in CHANGES:
+        raise ConfigError(f"--change: {change!r} is not one of {', '.join(CHANGES)}")
+    if target not in ("bridge", "tail"):
+        raise ConfigError(f"--target: {target!r} is not bridge or tail")
+    result = run_trace(run_dir, probe, change, target, hook, checkpoint, queries)
+    last = result["checkpoints"][-1]
+    typer.echo(
+        f"step {last['step']}, {result['queries']} queries: clean {target} top-1 "
+        f"{last['clean_top1']:.2f}, counterfactual {last['corrupt_top1']:.2f}"
+    )
+    typer.echo(
+        "share still answering the clean target (rows: layers, columns: "
+        + " ".join(result["positions"])
+        + ")"
+    )
+    for label, row in zip(result["layers"], last["top1"], strict=True):
+        cells = " ".join("  -  " if v is None else f"{v:5.2f}" for v in row)
+        typer.echo(f"  {label:>5} {cells}")
+    typer.echo(f"wrote {Path(run_dir) / 'analysis'}")
 
 
 @app.command()
