@@ -51,10 +51,7 @@ def counterfactual_chains(
         r1 = rng.integers(0, num_relations, (n, tries))
     elif change == "r2":
         r2 = rng.integers(0, num_relations, (n, tries))
-    if change != "bridge":
-        b = table[h, r1]
-    else:
-        b = rng.integers(0, graph.num_entities, (n, tries))
+    b = table[h, r1] if change != "bridge" else rng.integers(0, graph.num_entities, (n, tries))
     t = np.where(b >= 0, table[np.maximum(b, 0), r2], -1)
     valid = (b >= 0) & (t >= 0)
     changed = {"head": h, "r1": r1, "r2": r2, "bridge": b}[change]
