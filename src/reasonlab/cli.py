@@ -94,6 +94,9 @@ def study(
     out: Path | None = typer.Option(None, "--out", help="Study folder (default runs/NAME-PRESET)."),
     set_: list[str] = typer.Option([], "--set", help="Override a key in every run. " + SET_HELP),
     list_: bool = typer.Option(False, "--list", help="List the ready studies."),
+    reuse: Path | None = typer.Option(
+        None, "--reuse", help="Copy completed runs with identical configs from this study folder."
+    ),
 ) -> None:
     """Run a ready study (a set of runs) and write summary.json and report.html."""
     from reasonlab.studies import STUDIES, run_study
@@ -106,7 +109,9 @@ def study(
     if name is None:
         raise ConfigError("NAME: give a study name (reasonlab study --list)")
     out = out or Path("runs") / f"{name}-{preset}"
-    result = run_study(name, preset=preset, seeds=seeds, out=out, overrides=set_)
+    if reuse is not None and not reuse.is_dir():
+        raise ConfigError(f"--reuse: {reuse} is not a folder")
+    result = run_study(name, preset=preset, seeds=seeds, out=out, overrides=set_, reuse=reuse)
     typer.echo(f"{out}: {len(result['runs'])} runs; report {out / 'report.html'}")
 
 
@@ -193,6 +198,20 @@ def bench(
         n_layers, d_model, n_heads, batch_size=batch_size, seq_len=seq_len, repeats=repeats
     )
     typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run folder."),
+    out: Path = typer.Argument(..., help="New (or empty) folder for the exported model."),
+    format_: str = typer.Option("hf", "--format", help="hf: a Hugging Face GPT-2 checkpoint."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="STEP or last."),
+) -> None:
+    """Export a run's model: GPT2LMHeadModel.from_pretrained(OUT) gives the same logits."""
+    from reasonlab.export import export_run
+
+    record = export_run(run_dir, out, fmt=format_, checkpoint=checkpoint)
+    typer.echo(f"{out}: step {record['step']} of {run_dir} as {format_}")
 
 
 def _is_usage_error(error: Exception) -> bool:

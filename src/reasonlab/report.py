@@ -79,7 +79,7 @@ def plot_curves(
     return png
 
 
-def _img(png: bytes, alt: str) -> str:
+def img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
@@ -92,7 +92,7 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -110,7 +110,9 @@ def _describe(config: dict[str, Any]) -> str:
     )
 
 
-def write_study_report(folder: Path, spec: Any, result: dict[str, Any]) -> Path:
+def write_study_report(
+    folder: Path, spec: Any, result: dict[str, Any], sections: list[str] | None = None
+) -> Path:
     folder = Path(folder)
     histories = {name: RunDir(folder / "runs" / name).read_metrics() for name in result["runs"]}
     keys: list[str] = []
@@ -192,25 +194,32 @@ def write_study_report(folder: Path, spec: Any, result: dict[str, Any]) -> Path:
         f"<p>{html.escape(spec.description)}. {len(result['runs'])} runs, "
         f"{result.get('seeds', 1)} seed(s) per variant, device {html.escape(str(device))}.</p>",
         "<h2>Accuracy over training</h2>",
-        _img(curves, "accuracy curves"),
+        img(curves, "accuracy curves"),
         "<p>Exact match of the whole completion under greedy decoding; the dotted line is the "
         f"threshold {threshold:g}.</p>",
     ]
     if stages:
-        parts += ["<h2>Per CoT stage</h2>", _img(stages, "per-stage accuracy")]
+        parts += ["<h2>Per CoT stage</h2>", img(stages, "per-stage accuracy")]
     parts += [
         "<h2>Final accuracy and steps to threshold</h2>",
-        _table(header, rows),
+        table(header, rows),
         "<h3>Mean over seeds</h3>",
-        _table(["variant", "seeds", *headline], mean_rows),
+        table(["variant", "seeds", *headline], mean_rows),
         "<h3>Every probe, final</h3>",
-        _table(["run", *probes], all_rows),
+        table(["run", *probes], all_rows),
     ]
+    parts += sections or []
     if paper_rows:
         parts += [
             "<h2>The paper's numbers</h2>",
             f"<p>{html.escape(paper.get('source', ''))}. Paper scale, not this preset's.</p>",
-            _table(["setting", "ID", "OOD"], paper_rows),
+            table(["setting", "ID", "OOD"], paper_rows),
+        ]
+    if paper.get("circuit"):
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in paper["circuit"])
+        parts += [
+            "<h2>The paper's description of the circuit</h2>",
+            f"<p>{html.escape(paper.get('source', ''))}.</p><ul>{items}</ul>",
         ]
     if notes:
         parts += [

@@ -9,6 +9,8 @@ interruption continues where it stopped. ``OUT/summary.json`` is rewritten after
 from __future__ import annotations
 
 import copy
+import importlib
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,23 +29,27 @@ class StudySpec:
     presets: dict[str, dict[str, Any]]
     headline: dict[str, str] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)
+    analysis: str | None = None  # a module in reasonlab.studies run after training
 
 
-def load_study(path: Path) -> StudySpec:
-    data = read_yaml(path)
-    return StudySpec(
-        name=data["name"],
-        description=data.get("description", ""),
-        variants=data["variants"],
-        presets=data["presets"],
-        headline=data.get("headline", {}),
-        paper=data.get("paper", {}),
-    )
+def _load_studies() -> dict[str, StudySpec]:
+    raw = {data["name"]: data for data in map(read_yaml, sorted(STUDY_DIR.glob("*.yaml")))}
+    studies = {}
+    for name, data in raw.items():
+        presets = data.get("presets") or raw[data["presets_from"]]["presets"]
+        studies[name] = StudySpec(
+            name=name,
+            description=data.get("description", ""),
+            variants=data["variants"],
+            presets=presets,
+            headline=data.get("headline", {}),
+            paper=data.get("paper", {}),
+            analysis=data.get("analysis"),
+        )
+    return studies
 
 
-STUDIES: dict[str, StudySpec] = {
-    spec.name: spec for spec in (load_study(p) for p in sorted(STUDY_DIR.glob("*.yaml")))
-}
+STUDIES: dict[str, StudySpec] = _load_studies()
 
 
 def study_configs(
@@ -71,6 +77,24 @@ def study_configs(
     return configs
 
 
+def _same_run(a: RunConfig, b: RunConfig) -> bool:
+    """Same task, model, training and evaluation (the name and logging may differ)."""
+    return a.model_dump(exclude={"name", "log"}) == b.model_dump(exclude={"name", "log"})
+
+
+def _copy_completed(source: Path, config: RunConfig, run_dir: Path) -> bool:
+    """Copies a completed run with the same config from another study folder, if there is one."""
+    run = RunDir(source)
+    if run_dir.exists() or not run.config_path.exists():
+        return False
+    if (run.summary() or {}).get("status") != "completed" or not _same_run(
+        run.load_config(), config
+    ):
+        return False
+    shutil.copytree(source, run_dir)
+    return True
+
+
 def _train_or_reuse(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     from reasonlab.train import train
 
@@ -78,7 +102,7 @@ def _train_or_reuse(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     if not run.config_path.exists():
         return train(config, run_dir)
     existing = run.load_config()
-    if existing.model_dump(exclude={"log"}) != config.model_dump(exclude={"log"}):
+    if not _same_run(existing, config):
         raise ConfigError(f"{run_dir}: holds a run with a different config; use another --out")
     summary = run.summary() or {}
     if summary.get("status") == "completed":
@@ -92,6 +116,7 @@ def run_study(
     seeds: int = 1,
     out: str | Path = "runs/study",
     overrides: list[str] | None = None,
+    reuse: str | Path | None = None,
 ) -> dict[str, Any]:
     from reasonlab.report import write_study_report
 
@@ -114,8 +139,17 @@ def run_study(
     result: dict[str, Any] = {"study": name, "preset": preset, "seeds": seeds, "runs": {}}
     for run_name, config in configs.items():
         print(f"[{name}] {run_name}", flush=True)
+        if reuse is not None and _copy_completed(
+            Path(reuse) / "runs" / run_name, config, out / "runs" / run_name
+        ):
+            print(f"[{name}] {run_name}: reused from {reuse}", flush=True)
         summary = _train_or_reuse(config, out / "runs" / run_name)
         result["runs"][run_name] = {**summary, "config": config.model_dump(mode="json")}
         write_json(summary_path, result)
-    write_study_report(out, spec, result)
+    sections: list[str] = []
+    if spec.analysis is not None:
+        module = importlib.import_module(f"reasonlab.studies.{spec.analysis}")
+        result["analysis"], sections = module.analyze(out, result)
+        write_json(summary_path, result)
+    write_study_report(out, spec, result, sections)
     return result

@@ -1,0 +1,164 @@
+"""Export a trained run to other libraries' formats.
+
+``hf``: a Hugging Face GPT-2 checkpoint (``GPT2LMHeadModel.from_pretrained(OUT)`` gives the same
+logits as reasonlab's GPT). The two models are the same function written twice: pre-LN blocks,
+q/k/v packed in one projection, tanh GELU ("gelu_new"), learned positions, no unembedding bias.
+The one layout difference is that GPT-2's ``Conv1D`` stores weights (in, out) where ``nn.Linear``
+stores them (out, in), so every projection is transposed. Rotary positions have no GPT-2
+counterpart and are refused. ``transformers`` is imported only here, when an export is asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from reasonlab.config import ConfigError, TwoHopTaskConfig
+from reasonlab.models.build import build_model
+from reasonlab.models.gpt import GPT
+from reasonlab.runs import RunDir, load_checkpoint_file, write_json
+from reasonlab.tasks.twohop import Vocabulary
+
+if TYPE_CHECKING:
+    from transformers import GPT2LMHeadModel
+
+FORMATS = ("hf",)
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise ConfigError(
+            "--format: hf export needs transformers (pip install 'reasonlab[hf]')"
+        ) from None
+    return transformers
+
+
+def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """Our GPT's weights under GPT-2's names and in its layout (Conv1D weights are (in, out))."""
+    ours = {name: tensor.detach() for name, tensor in model.state_dict().items()}
+    state = {
+        "transformer.wte.weight": ours["embed.weight"],
+        "transformer.wpe.weight": ours["pos_embed.weight"],
+        "transformer.ln_f.weight": ours["ln_final.weight"],
+        "transformer.ln_f.bias": ours["ln_final.bias"],
+        "lm_head.weight": ours["unembed.weight"],
+    }
+    renames = {
+        "ln1": "ln_1",
+        "ln2": "ln_2",
+        "attn.W_qkv": "attn.c_attn",
+        "attn.W_out": "attn.c_proj",
+        "mlp.W_in": "mlp.c_fc",
+        "mlp.W_out": "mlp.c_proj",
+    }
+    for layer in range(model.cfg.n_layers):
+        for our_name, hf_name in renames.items():
+            weight = ours[f"blocks.{layer}.{our_name}.weight"]
+            is_linear = not our_name.startswith("ln")
+            state[f"transformer.h.{layer}.{hf_name}.weight"] = weight.T if is_linear else weight
+            state[f"transformer.h.{layer}.{hf_name}.bias"] = ours[f"blocks.{layer}.{our_name}.bias"]
+    return {name: tensor.contiguous().clone() for name, tensor in state.items()}
+
+
+def to_hf_gpt2(model: GPT) -> GPT2LMHeadModel:
+    """A ``transformers.GPT2LMHeadModel`` (eval mode, no dropout) computing the same logits."""
+    if not isinstance(model, GPT):
+        raise ConfigError(f"model.kind: only GPT models export to hf, not {type(model).__name__}")
+    cfg = model.cfg
+    if cfg.positions != "learned":
+        raise ConfigError(
+            f"model.positions: {cfg.positions} positions have no GPT-2 counterpart; "
+            "only learned positions export to hf"
+        )
+    if cfg.input_dim is not None or cfg.output_dim is not None:
+        raise ConfigError("model: continuous inputs or outputs have no GPT-2 counterpart")
+    transformers = _transformers()
+    config = transformers.GPT2Config(
+        vocab_size=cfg.vocab_size,
+        n_positions=cfg.max_seq_len,
+        n_embd=cfg.d_model,
+        n_layer=cfg.n_layers,
+        n_head=cfg.n_heads,
+        n_inner=cfg.d_mlp or 4 * cfg.d_model,
+        activation_function="gelu_new",
+        layer_norm_epsilon=cfg.layer_norm_eps,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        tie_word_embeddings=cfg.tie_embeddings,
+        bos_token_id=cfg.vocab_size - 1,
+        eos_token_id=cfg.vocab_size - 1,
+    )
+    hf = transformers.GPT2LMHeadModel(config)
+    missing, unexpected = hf.load_state_dict(hf_state_dict(model), strict=False)
+    parameters = dict(hf.named_parameters())
+    missing = [name for name in missing if name in parameters]  # buffers (masks) are rebuilt
+    if missing or unexpected:
+        raise RuntimeError(f"GPT-2 layout mismatch: missing {missing}, unexpected {unexpected}")
+    return hf.eval()
+
+
+def export_run(
+    run_dir: str | Path, out: str | Path, fmt: str = "hf", checkpoint: str = "last"
+) -> dict[str, Any]:
+    """Writes checkpoint ``checkpoint`` ('last' or a step) of a run to ``out`` in format ``fmt``;
+    returns what ``reasonlab_export.json`` records."""
+    out = Path(out)
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out}: exists and is not empty; choose another folder")
+    run = RunDir(run_dir)
+    config = run.load_config()
+    if config.model.kind != "gpt":
+        raise ConfigError(f"model.kind: only gpt models export to hf, not {config.model.kind}")
+    if config.model.positions != "learned":
+        raise ConfigError(
+            f"model.positions: {config.model.positions} positions have no GPT-2 counterpart; "
+            "only learned positions export to hf"
+        )
+    _transformers()  # fail before any work when the extra is missing
+    steps = run.checkpoint_steps()
+    if not steps:
+        raise ConfigError(f"{run.checkpoint_dir}: no checkpoint to export")
+    if checkpoint == "last":
+        step = steps[-1]
+    elif checkpoint.isdigit() and int(checkpoint) in steps:
+        step = int(checkpoint)
+    else:
+        raise ConfigError(f"--checkpoint: {checkpoint!r} is not last or one of {steps}")
+
+    path = run.checkpoint_path(step)
+    tensors, _ = load_checkpoint_file(path)
+    state = {name[6:]: tensor for name, tensor in tensors.items() if name.startswith("model.")}
+    if "embed.weight" not in state or "pos_embed.weight" not in state:
+        raise ConfigError(f"{path}: no model.embed / model.pos_embed weights")
+    vocab_size, seq_len = state["embed.weight"].shape[0], state["pos_embed.weight"].shape[0]
+    model = build_model(config.model, vocab_size, seq_len)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise ConfigError(f"{path}: does not fit the model of {run.config_path}") from None
+
+    hf = to_hf_gpt2(model.float().eval())
+    hf.save_pretrained(out)
+    record: dict[str, Any] = {
+        "format": fmt,
+        "source_run": str(run.path.resolve()),
+        "step": step,
+        "vocab_size": vocab_size,
+        "max_seq_len": seq_len,
+        "task": config.task.kind,
+    }
+    task = config.task
+    if isinstance(task, TwoHopTaskConfig) and task.data_dir is None:
+        tokens = Vocabulary(task.num_entities, task.num_relations).tokens
+        if len(tokens) == vocab_size:
+            write_json(out / "vocab.json", tokens)
+            record["vocab"] = "vocab.json"
+    write_json(out / "reasonlab_export.json", record)
+    return record

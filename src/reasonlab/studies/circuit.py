@@ -1,0 +1,194 @@
+"""Analysis step of the cot-circuit study: stage 1 by the logit lens, stage 2 by causal tracing.
+
+Stage 1: at the last question position, the first layer at which at least half of the queries
+rank the bridge first (layer 0 = embeddings), for ID and OOD queries, over checkpoints.
+Stage 2 (CoT runs): patch the residual stream of one position at one layer from a counterfactual
+that changes h, r1, r2 or only the written bridge, and read whether the clean tail survives.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from reasonlab.analysis.runs import run_logit_lens, run_trace
+from reasonlab.report import img, table
+
+PROBES = {"ID": "test_inferred_iid", "OOD": "test_inferred_ood"}
+QUERIES = 300
+
+
+def _png(path: Path, alt: str) -> str:
+    return img(path.read_bytes(), alt)
+
+
+def _stage1(run_dir: Path) -> dict[str, Any]:
+    out = {}
+    for label, probe in PROBES.items():
+        lens = run_logit_lens(run_dir, probe, "bridge", "all", QUERIES)
+        last = lens["checkpoints"][-1]
+        layer = last["first_top1_layer"]
+        out[label] = {
+            "probe": probe,
+            "position": lens["positions"][lens["read_position"]],
+            "first_top1_layer": None if layer is None else lens["layers"][layer],
+            "top1_by_layer": [round(v, 3) for v in last["top1_at_read"]],
+            "mrr_by_layer": [round(v, 3) for v in last["mrr_at_read"]],
+            "over_training": {
+                c["step"]: (
+                    None if c["first_top1_layer"] is None else lens["layers"][c["first_top1_layer"]]
+                )
+                for c in lens["checkpoints"]
+            },
+            "layers": lens["layers"],
+        }
+    return out
+
+
+def _stage2(run_dir: Path, cot: str) -> dict[str, Any]:
+    changes = ["head", "r1", "r2"] + (["bridge"] if cot != "none" else [])
+    out: dict[str, Any] = {}
+    for label, probe in PROBES.items():
+        out[label] = {}
+        for change in changes:
+            trace = run_trace(run_dir, probe, change, "tail", "resid", "last", QUERIES)
+            last = trace["checkpoints"][-1]
+            grid = last["top1"]
+            per_position = {}
+            for j, name in enumerate(trace["positions"]):
+                column = [row[j] for row in grid if row[j] is not None]
+                per_position[name] = {"min": min(column), "max": max(column)}
+            out[label][change] = {
+                "queries": trace["queries"],
+                "clean_top1": last["clean_top1"],
+                "positions": trace["positions"],
+                "layers": trace["layers"],
+                "top1": grid,
+                "per_position": per_position,
+            }
+    return out
+
+
+def _verdicts(stage2: dict[str, Any]) -> dict[str, Any]:
+    """Does patching the bridge position break the tail at every layer, and h / r1 never?"""
+    verdicts = {}
+    for label, changes in stage2.items():
+        if "bridge" not in changes:
+            continue
+        bridge = changes["bridge"]["per_position"].get("b")
+        head = changes["head"]["per_position"]
+        r1 = changes["r1"]["per_position"]
+        verdicts[label] = {
+            "bridge_position_breaks_at_every_layer": bridge is not None and bridge["max"] <= 0.5,
+            "bridge_position_max_surviving": None if bridge is None else bridge["max"],
+            "h_position_never_breaks": head["h"]["min"] >= 0.5,
+            "h_position_min_surviving": head["h"]["min"],
+            "r1_position_never_breaks": r1["r1"]["min"] >= 0.5,
+            "r1_position_min_surviving": r1["r1"]["min"],
+        }
+    return verdicts
+
+
+def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    analysis: dict[str, Any] = {}
+    stage1_rows, stage2_rows, figures = [], [], []
+    for name, run in result["runs"].items():
+        run_dir = out / "runs" / name
+        cot = run["config"]["task"]["cot"]
+        print(f"[cot-circuit] analyzing {name}", flush=True)
+        stage1 = _stage1(run_dir)
+        stage2 = _stage2(run_dir, cot)
+        analysis[name] = {
+            "cot": cot,
+            "stage1": stage1,
+            "stage2": stage2,
+            "verdicts": _verdicts(stage2),
+        }
+        for label, s1 in stage1.items():
+            stage1_rows.append(
+                [
+                    name,
+                    label,
+                    run["final"].get(s1["probe"]),
+                    s1["position"],
+                    s1["first_top1_layer"] or "never",
+                    " ".join(f"{v:.2f}" for v in s1["top1_by_layer"]),
+                ]
+            )
+        for label, changes in stage2.items():
+            for change, trace in changes.items():
+                cells = [
+                    f"{p} {v['min']:.2f}-{v['max']:.2f}" for p, v in trace["per_position"].items()
+                ]
+                stage2_rows.append([name, label, change, trace["queries"], " | ".join(cells)])
+        analysis_dir = run_dir / "analysis"
+        figures.append(f"<h3>{html.escape(name)}</h3>")
+        for label, probe in PROBES.items():
+            figures.append(
+                _png(analysis_dir / f"logit-lens-{probe}-bridge.png", f"logit lens {name} {label}")
+            )
+        if cot != "none":
+            for change in ("head", "r1", "bridge"):
+                figures.append(
+                    _png(
+                        analysis_dir / f"trace-{PROBES['OOD']}-{change}-tail-resid.png",
+                        f"trace {name} {change}",
+                    )
+                )
+    verdict_rows = [
+        [
+            name,
+            label,
+            v["bridge_position_breaks_at_every_layer"],
+            v["bridge_position_max_surviving"],
+            v["h_position_never_breaks"],
+            v["h_position_min_surviving"],
+            v["r1_position_never_breaks"],
+            v["r1_position_min_surviving"],
+        ]
+        for name, entry in analysis.items()
+        for label, v in entry["verdicts"].items()
+    ]
+    sections = [
+        "<h2>Stage 1: where the bridge is resolved (logit lens)</h2>",
+        "<p>The residual stream after each layer (embed = layer 0) read through the final layer "
+        "norm and the unembedding, at the last question position; the layer listed is the "
+        "first at which at least half of the queries rank the bridge first.</p>",
+        table(
+            [
+                "run",
+                "queries",
+                "two-hop accuracy",
+                "position",
+                "bridge top-1 from layer",
+                "top-1 share by layer",
+            ],
+            stage1_rows,
+        ),
+        "<h2>Stage 2: what the tail depends on (causal tracing)</h2>",
+        "<p>Residual stream of one position at one layer patched from a counterfactual query "
+        "(changed h, r1, r2, or only the written bridge); cells give, per position, the range "
+        "over layers of the share of queries still answering the clean tail.</p>",
+        table(
+            ["run", "queries", "change", "n", "surviving share per position (min-max over layers)"],
+            stage2_rows,
+        ),
+        "<h3>Verdicts</h3>",
+        table(
+            [
+                "run",
+                "queries",
+                "bridge position breaks at every layer",
+                "max surviving",
+                "h never breaks",
+                "min surviving",
+                "r1 never breaks",
+                "min surviving",
+            ],
+            verdict_rows,
+        ),
+        "<h2>Heatmaps</h2>",
+        *figures,
+    ]
+    return analysis, sections
