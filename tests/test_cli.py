@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_RUN, snapshot
 
+from conftest import TINY_RUN, snapshot
 from reasonlab.cli import main
 
 TINY_YAML = yaml.safe_dump(TINY_RUN)
@@ -63,14 +63,15 @@ def test_good_run(tiny_yaml, tmp_path, capsys):
 def test_bad_config_exits_2_naming_the_field(write_yaml, tmp_path, capsys):
     path = write_yaml("task:\n  lam: -2\n")
     code, stdout, err = run_cli(["run", path, "--out", tmp_path / "run"], capsys)
-    assert code == 2
+    assert code == 2 and stdout == ""
     assert assert_one_line_error(err).startswith("error: task.lam:")
     assert not (tmp_path / "run").exists()
 
 
 def test_bad_override_exits_2_naming_the_field(tiny_yaml, tmp_path, capsys):
-    code, _, err = run_cli(["run", tiny_yaml, "--set", "model.n_layer=2", "--out",
-                            tmp_path / "run"], capsys)
+    code, _, err = run_cli(
+        ["run", tiny_yaml, "--set", "model.n_layer=2", "--out", tmp_path / "run"], capsys
+    )
     assert code == 2
     assert "model.n_layer" in assert_one_line_error(err)
 
@@ -122,8 +123,7 @@ def test_run_without_config(capsys):
     assert "CONFIG" in assert_one_line_error(err)
 
 
-@pytest.mark.parametrize("args", [["run", "x.yaml", "--bogus"], ["frobnicate"],
-                                  ["data", "x.yaml"]])
+@pytest.mark.parametrize("args", [["run", "x.yaml", "--bogus"], ["frobnicate"], ["data", "x.yaml"]])
 def test_usage_errors_exit_2_with_one_line(args, capsys):
     code, _, err = run_cli(args, capsys)
     assert code == 2
@@ -134,11 +134,14 @@ def test_usage_errors_exit_2_with_one_line(args, capsys):
 
 def test_data_writes_the_grokked_layout(tiny_yaml, tmp_path, capsys):
     out = tmp_path / "data"
-    code, stdout, err = run_cli(["data", tiny_yaml, "--out", out, "--set", "task.cot=none"],
-                                capsys)
+    code, stdout, err = run_cli(["data", tiny_yaml, "--out", out, "--set", "task.cot=none"], capsys)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == [
-        "test.json", "train.json", "valid.json", "vocab.json"]
+        "test.json",
+        "train.json",
+        "valid.json",
+        "vocab.json",
+    ]
     train = json.loads((out / "train.json").read_text())
     assert f"train.json {len(train)}" in stdout
     # cot none: a two-hop item is h r1 r2 t </a>
@@ -162,7 +165,10 @@ def test_python_dash_m_bad_config_exits_2_without_traceback(tmp_path):
     config.write_text("task:\n  num_relations: 4\n  out_degree: 9\n")
     result = subprocess.run(
         [sys.executable, "-m", "reasonlab", "run", str(config), "--out", str(tmp_path / "r")],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

@@ -50,17 +50,20 @@ def test_resolved_config_round_trips_through_json():
 
 def test_overrides_are_read_as_yaml(write_yaml):
     path = write_yaml("task:\n  num_entities: 50\nmodel:\n  n_layers: 3\n")
-    cfg = load_config(path, [
-        "train.lr=3e-4",
-        "train.steps=20",
-        "log.progress=false",
-        "task.khop=[3, 5]",
-        "train.betas=[0.8, 0.95]",
-        "model.n_layers=1",
-        "name=my run",
-        "task.noise_kind=tail",
-        "task.noise_ratio=0.25",
-    ])
+    cfg = load_config(
+        path,
+        [
+            "train.lr=3e-4",
+            "train.steps=20",
+            "log.progress=false",
+            "task.khop=[3, 5]",
+            "train.betas=[0.8, 0.95]",
+            "model.n_layers=1",
+            "name=my run",
+            "task.noise_kind=tail",
+            "task.noise_ratio=0.25",
+        ],
+    )
     assert cfg.train.lr == pytest.approx(3e-4)
     assert cfg.train.steps == 20 and isinstance(cfg.train.steps, int)
     assert cfg.log.progress is False
@@ -126,12 +129,21 @@ def test_bad_field_names_the_field(write_yaml, yaml_text, overrides, field):
         ("task: {}\nmodel:\n  d_model: 30\n  n_heads: 4\n", "model", ["n_heads", "d_model"]),
         ("task:\n  num_relations: 8\n  out_degree: 9\n", "task", ["out_degree", "num_relations"]),
         ("task:\n  noise_ratio: 0.2\n", "task", ["noise_ratio", "noise_kind"]),
-        ("task:\n  noise_kind: bridge\n  noise_ratio: 0.2\n  cot: none\n", "task",
-         ["noise_kind", "cot"]),
-        ("task:\n  noise_kind: both\n  noise_ratio: 0.2\n  cot: none\n", "task",
-         ["noise_kind", "cot"]),
-        ("task: {}\nmodel:\n  d_model: 6\n  n_heads: 2\n  positions: rotary\n", "model",
-         ["rotary"]),
+        (
+            "task:\n  noise_kind: bridge\n  noise_ratio: 0.2\n  cot: none\n",
+            "task",
+            ["noise_kind", "cot"],
+        ),
+        (
+            "task:\n  noise_kind: both\n  noise_ratio: 0.2\n  cot: none\n",
+            "task",
+            ["noise_kind", "cot"],
+        ),
+        (
+            "task: {}\nmodel:\n  d_model: 6\n  n_heads: 2\n  positions: rotary\n",
+            "model",
+            ["rotary"],
+        ),
     ],
 )
 def test_inconsistent_values_name_their_fields(write_yaml, yaml_text, section, mentions):

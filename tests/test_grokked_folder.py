@@ -7,14 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_task
 
+from conftest import tiny_task
 from reasonlab.config import ConfigError
 from reasonlab.tasks.grokked_folder import write_folder
 from reasonlab.tasks.twohop import build_twohop
 
-PROBE_TYPES = {"id_atomic", "ood_atomic", "train_inferred", "test_inferred_iid",
-               "test_inferred_ood"}
+PROBE_TYPES = {
+    "id_atomic",
+    "ood_atomic",
+    "train_inferred",
+    "test_inferred_iid",
+    "test_inferred_ood",
+}
 
 
 def assert_same_task(generated, loaded) -> None:
@@ -76,7 +81,8 @@ def test_item_format(folder):
     assert {item["type"] for item in test} == PROBE_TYPES
     ood = [item for item in test if item["type"] == "test_inferred_ood"]
     assert [{k: v for k, v in item.items() if k != "type"} for item in valid] == [
-        {k: v for k, v in item.items() if k != "type"} for item in ood]
+        {k: v for k, v in item.items() if k != "type"} for item in ood
+    ]
     assert not list(folder.glob(".*.tmp"))
 
 

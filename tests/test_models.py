@@ -18,8 +18,14 @@ VOCAB, LENGTH, D_MODEL, N_HEADS, N_LAYERS = 23, 7, 16, 2, 2
 def make_gpt(seed: int = 0, **fields) -> GPT:
     """A tiny GPT with every parameter randomized (biases and norms too), in eval mode."""
     torch.manual_seed(seed)
-    cfg = GPTConfig(vocab_size=VOCAB, max_seq_len=10, n_layers=N_LAYERS, d_model=D_MODEL,
-                    n_heads=N_HEADS, **fields)
+    cfg = GPTConfig(
+        vocab_size=VOCAB,
+        max_seq_len=10,
+        n_layers=N_LAYERS,
+        d_model=D_MODEL,
+        n_heads=N_HEADS,
+        **fields,
+    )
     model = GPT(cfg).eval()
     with torch.no_grad():
         for param in model.parameters():
@@ -39,11 +45,18 @@ def tokens() -> torch.Tensor:
 
 def expected_shapes(batch: int, length: int) -> dict[str, tuple[int, ...]]:
     head_dim = D_MODEL // N_HEADS
-    shapes = {"hook_embed": (batch, length, D_MODEL),
-              "ln_final.hook_normalized": (batch, length, D_MODEL)}
+    shapes = {
+        "hook_embed": (batch, length, D_MODEL),
+        "ln_final.hook_normalized": (batch, length, D_MODEL),
+    }
     for i in range(N_LAYERS):
-        for name in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out",
-                     "hook_mlp_out"):
+        for name in (
+            "hook_resid_pre",
+            "hook_resid_mid",
+            "hook_resid_post",
+            "hook_attn_out",
+            "hook_mlp_out",
+        ):
             shapes[f"blocks.{i}.{name}"] = (batch, length, D_MODEL)
         for name in ("hook_q", "hook_k", "hook_v"):
             shapes[f"blocks.{i}.attn.{name}"] = (batch, length, N_HEADS, head_dim)
@@ -66,14 +79,19 @@ def test_run_with_cache_has_every_design_hook(gpt, tokens):
 def test_cache_values_are_the_activations(gpt, tokens):
     _, cache = gpt.run_with_cache(tokens)
     torch.testing.assert_close(cache["hook_embed"], gpt.embed.weight[tokens].detach())
-    torch.testing.assert_close(cache["blocks.0.hook_resid_pre"],
-                               cache["hook_embed"] + cache["hook_pos_embed"])
+    torch.testing.assert_close(
+        cache["blocks.0.hook_resid_pre"], cache["hook_embed"] + cache["hook_pos_embed"]
+    )
     for i in range(N_LAYERS):
         block = f"blocks.{i}."
-        torch.testing.assert_close(cache[block + "hook_resid_mid"],
-                                   cache[block + "hook_resid_pre"] + cache[block + "hook_attn_out"])
-        torch.testing.assert_close(cache[block + "hook_resid_post"],
-                                   cache[block + "hook_resid_mid"] + cache[block + "hook_mlp_out"])
+        torch.testing.assert_close(
+            cache[block + "hook_resid_mid"],
+            cache[block + "hook_resid_pre"] + cache[block + "hook_attn_out"],
+        )
+        torch.testing.assert_close(
+            cache[block + "hook_resid_post"],
+            cache[block + "hook_resid_mid"] + cache[block + "hook_mlp_out"],
+        )
     torch.testing.assert_close(cache["blocks.1.hook_resid_pre"], cache["blocks.0.hook_resid_post"])
 
 
@@ -186,14 +204,15 @@ def test_logit_lens_consistency(gpt, tokens):
         reference = nn.functional.layer_norm(resid, (D_MODEL,), ln.weight, ln.bias, ln.eps)
     torch.testing.assert_close(lens, logits, atol=1e-5, rtol=0)
     normalized = cache["ln_final.hook_normalized"]
-    torch.testing.assert_close(normalized * ln.weight.detach() + ln.bias.detach(), reference,
-                               atol=1e-5, rtol=0)
-    torch.testing.assert_close(gpt.unembed(normalized * ln.weight + ln.bias).detach(), logits,
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        normalized * ln.weight.detach() + ln.bias.detach(), reference, atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(
+        gpt.unembed(normalized * ln.weight + ln.bias).detach(), logits, atol=1e-5, rtol=0
+    )
     # normalized: zero mean, unit variance per position
     torch.testing.assert_close(normalized.mean(-1), torch.zeros(3, LENGTH), atol=1e-5, rtol=0)
-    torch.testing.assert_close(normalized.pow(2).mean(-1), torch.ones(3, LENGTH), atol=1e-3,
-                               rtol=0)
+    torch.testing.assert_close(normalized.pow(2).mean(-1), torch.ones(3, LENGTH), atol=1e-3, rtol=0)
 
 
 def test_hook_that_returns_a_tensor_replaces_the_activation(gpt, tokens):
@@ -216,9 +235,12 @@ def test_zero_ablating_the_last_residual_leaves_only_the_final_bias(gpt, tokens)
 def test_zero_ablating_attention_equals_manual_computation(tokens):
     model = make_gpt()
     with torch.no_grad():
-        ablated = model.run_with_hooks(tokens, [
-            (lambda n: n.endswith("hook_attn_out"), lambda x, hook: torch.zeros_like(x)),
-        ])
+        ablated = model.run_with_hooks(
+            tokens,
+            [
+                (lambda n: n.endswith("hook_attn_out"), lambda x, hook: torch.zeros_like(x)),
+            ],
+        )
         resid = model.embed(tokens) + model.pos_embed(torch.arange(LENGTH))
         for block in model.blocks:
             resid = resid + block.mlp(block.ln2(resid))  # no attention at all
@@ -267,9 +289,14 @@ def test_hooks_are_removed_when_a_hook_raises(gpt, tokens):
 
 
 def test_unknown_hook_name_is_an_error_and_leaves_no_hook(gpt, tokens):
-    with pytest.raises(KeyError, match="blocks.9.hook_resid_post"):
-        gpt.run_with_hooks(tokens, [("hook_embed", lambda x, hook: 2 * x),
-                                    ("blocks.9.hook_resid_post", lambda x, hook: x)])
+    with pytest.raises(KeyError, match=r"blocks\.9\.hook_resid_post"):
+        gpt.run_with_hooks(
+            tokens,
+            [
+                ("hook_embed", lambda x, hook: 2 * x),
+                ("blocks.9.hook_resid_post", lambda x, hook: x),
+            ],
+        )
     assert no_hooks_left(gpt)
 
 
@@ -299,8 +326,17 @@ def test_build_model_refuses_a_short_max_seq_len():
 
 def test_continuous_inputs_and_outputs():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=1, max_seq_len=5, n_layers=1, d_model=16, n_heads=2,
-                          input_dim=3, output_dim=2)).eval()
+    model = GPT(
+        GPTConfig(
+            vocab_size=1,
+            max_seq_len=5,
+            n_layers=1,
+            d_model=16,
+            n_heads=2,
+            input_dim=3,
+            output_dim=2,
+        )
+    ).eval()
     out = model(torch.randn(4, 5, 3))
     assert out.shape == (4, 5, 2)
 
@@ -309,16 +345,26 @@ def test_gpt_matches_hugging_face_gpt2(tokens):
     transformers = pytest.importorskip("transformers")
     ours = make_gpt(seed=3)
     hf_config = transformers.GPT2Config(
-        vocab_size=VOCAB, n_positions=ours.cfg.max_seq_len, n_embd=D_MODEL, n_layer=N_LAYERS,
-        n_head=N_HEADS, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
-        attn_pdrop=0.0, layer_norm_epsilon=1e-5, tie_word_embeddings=False,
+        vocab_size=VOCAB,
+        n_positions=ours.cfg.max_seq_len,
+        n_embd=D_MODEL,
+        n_layer=N_LAYERS,
+        n_head=N_HEADS,
+        activation_function="gelu_new",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        layer_norm_epsilon=1e-5,
+        tie_word_embeddings=False,
     )
     hf = transformers.GPT2LMHeadModel(hf_config).eval()
-    state = {"transformer.wte.weight": ours.embed.weight,
-             "transformer.wpe.weight": ours.pos_embed.weight,
-             "transformer.ln_f.weight": ours.ln_final.weight,
-             "transformer.ln_f.bias": ours.ln_final.bias,
-             "lm_head.weight": ours.unembed.weight}
+    state = {
+        "transformer.wte.weight": ours.embed.weight,
+        "transformer.wpe.weight": ours.pos_embed.weight,
+        "transformer.ln_f.weight": ours.ln_final.weight,
+        "transformer.ln_f.bias": ours.ln_final.bias,
+        "lm_head.weight": ours.unembed.weight,
+    }
     for i, block in enumerate(ours.blocks):
         prefix = f"transformer.h.{i}."
         pairs = {"ln_1": block.ln1, "ln_2": block.ln2}
@@ -326,8 +372,12 @@ def test_gpt_matches_hugging_face_gpt2(tokens):
             state[prefix + hf_name + ".weight"] = norm.weight
             state[prefix + hf_name + ".bias"] = norm.bias
         # HF's Conv1D stores (in, out): the transpose of nn.Linear's (out, in)
-        linears = {"attn.c_attn": block.attn.W_qkv, "attn.c_proj": block.attn.W_out,
-                   "mlp.c_fc": block.mlp.W_in, "mlp.c_proj": block.mlp.W_out}
+        linears = {
+            "attn.c_attn": block.attn.W_qkv,
+            "attn.c_proj": block.attn.W_out,
+            "mlp.c_fc": block.mlp.W_in,
+            "mlp.c_proj": block.mlp.W_out,
+        }
         for hf_name, linear in linears.items():
             state[prefix + hf_name + ".weight"] = linear.weight.t()
             state[prefix + hf_name + ".bias"] = linear.bias

@@ -12,10 +12,21 @@ from reasonlab.config import ConfigError
 from reasonlab.studies import STUDIES, run_study, study_configs
 
 TINY = [
-    "task.num_entities=40", "task.num_relations=8", "task.out_degree=4", "task.lam=1.5",
-    "task.ood_fraction=0.2", "task.id_test_fraction=0.05", "task.khop=[]", "model.n_layers=1", "model.d_model=16",
-    "model.n_heads=2", "train.steps=6", "train.batch_size=32", "train.warmup_steps=2",
-    "eval.every=3", "log.progress=false",
+    "task.num_entities=40",
+    "task.num_relations=8",
+    "task.out_degree=4",
+    "task.lam=1.5",
+    "task.ood_fraction=0.2",
+    "task.id_test_fraction=0.05",
+    "task.khop=[]",
+    "model.n_layers=1",
+    "model.d_model=16",
+    "model.n_heads=2",
+    "train.steps=6",
+    "train.batch_size=32",
+    "train.warmup_steps=2",
+    "eval.every=3",
+    "log.progress=false",
 ]
 
 
@@ -26,12 +37,20 @@ def test_cot_twohop_presets_match_the_paper():
     assert {c.task.cot for c in configs.values()} == {"none", "after_relations", "interleaved"}
     paper = configs["cot-after-relations-s0"]
     assert (paper.task.num_entities, paper.task.num_relations, paper.task.out_degree) == (
-        2000, 200, 20)
+        2000,
+        200,
+        20,
+    )
     assert paper.task.lam == 7.2 and paper.task.ood_fraction == 0.05
     assert (paper.model.n_layers, paper.model.d_model, paper.model.n_heads) == (8, 768, 12)
     train = paper.train
     assert (train.lr, train.weight_decay, train.warmup_steps, train.batch_size, train.steps) == (
-        1e-4, 0.1, 2000, 512, 8000)
+        1e-4,
+        0.1,
+        2000,
+        512,
+        8000,
+    )
     assert train.betas == (0.9, 0.999) and train.schedule == "constant" and train.grad_clip == 1.0
 
 
@@ -54,8 +73,11 @@ def test_study_writes_summary_and_report_and_reuses_runs(tmp_path):
     result = run_study("cot-twohop", preset="cpu", seeds=1, out=out, overrides=TINY)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["study"] == "cot-twohop" and summary["preset"] == "cpu"
-    assert set(summary["runs"]) == set(result["runs"]) == {
-        "no-cot-s0", "cot-after-relations-s0", "cot-interleaved-s0"}
+    assert (
+        set(summary["runs"])
+        == set(result["runs"])
+        == {"no-cot-s0", "cot-after-relations-s0", "cot-interleaved-s0"}
+    )
     for name, run in summary["runs"].items():
         assert run["status"] == "completed"
         assert run["config"]["model"]["d_model"] == 16
@@ -83,11 +105,31 @@ def test_paper_preset_starts_and_runs_a_few_steps_on_cpu(tmp_path):
     """The paper-size model (8 x 768) and data (2000 entities) on CPU: 2 small steps."""
     out = tmp_path / "paper"
     command = [
-        sys.executable, "-m", "reasonlab", "study", "cot-twohop", "--preset", "paper",
-        "--out", str(out), "--set", "train.steps=2", "--set", "train.batch_size=8",
-        "--set", "task.max_probe_size=4", "--set", "eval.at_start=false",
-        "--set", "eval.batch_size=4", "--set", "log.progress=false", "--set", "task.khop=[]",
-        "--set", "log.checkpoints=none",
+        sys.executable,
+        "-m",
+        "reasonlab",
+        "study",
+        "cot-twohop",
+        "--preset",
+        "paper",
+        "--out",
+        str(out),
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "task.max_probe_size=4",
+        "--set",
+        "eval.at_start=false",
+        "--set",
+        "eval.batch_size=4",
+        "--set",
+        "log.progress=false",
+        "--set",
+        "task.khop=[]",
+        "--set",
+        "log.checkpoints=none",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -3,17 +3,18 @@ checkpoints and resume."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics, tiny_config, without_elapsed
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 import reasonlab.train as train_module
+from conftest import read_metrics, tiny_config, without_elapsed
 from reasonlab.config import ConfigError, TrainConfig
 from reasonlab.runs import RunDir, is_log_spaced
 from reasonlab.train import EpochSampler, config_hash, learning_rate, train
@@ -42,7 +43,11 @@ def reference_dropout_run(tmp_path_factory) -> Path:
 def test_run_folder_files(reference_run):
     cfg = tiny_config()
     assert sorted(p.name for p in reference_run.iterdir()) == [
-        "checkpoints", "config.json", "metrics.jsonl", "summary.json"]
+        "checkpoints",
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+    ]
     assert json.loads((reference_run / "config.json").read_text()) == cfg.model_dump(mode="json")
     assert RunDir(reference_run).load_config() == cfg
     assert not list(reference_run.rglob(".*tmp*"))
@@ -124,7 +129,8 @@ def test_checkpoint_modes(tmp_path, mode, expected):
 def test_same_config_same_metrics(reference_run, tmp_path):
     train(tiny_config(), tmp_path / "b")
     assert without_elapsed(read_metrics(tmp_path / "b")) == without_elapsed(
-        read_metrics(reference_run))
+        read_metrics(reference_run)
+    )
 
 
 def test_other_seed_other_metrics(reference_run, tmp_path):
@@ -134,8 +140,14 @@ def test_other_seed_other_metrics(reference_run, tmp_path):
 
 
 def test_loss_goes_down(tmp_path):
-    cfg = tiny_config("train.steps=60", "eval.every=20", "eval.at_start=false",
-                      "train.lr=1e-2", "model.d_model=32", "log.checkpoints=none")
+    cfg = tiny_config(
+        "train.steps=60",
+        "eval.every=20",
+        "eval.at_start=false",
+        "train.lr=1e-2",
+        "model.d_model=32",
+        "log.checkpoints=none",
+    )
     train(cfg, tmp_path / "run")
     losses = [r["loss"] for r in read_metrics(tmp_path / "run")]
     assert len(losses) == 3
@@ -169,7 +181,7 @@ def test_learning_rate_cosine():
     assert learning_rate(110, cfg) == pytest.approx(1e-4)
     assert learning_rate(500, cfg) == pytest.approx(1e-4)  # never below the floor
     after = [learning_rate(s, cfg) for s in range(10, 111)]
-    assert all(a >= b for a, b in zip(after, after[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(after))
 
 
 def test_learning_rate_without_warmup():
@@ -266,8 +278,9 @@ def test_interrupted_run_state(interrupted_run):
     assert RunDir(interrupted_run).checkpoint_steps() == [2, 4, 8, 10]
 
 
-def test_resume_after_interrupt_gives_the_same_metrics(interrupted_run, reference_dropout_run,
-                                                       tmp_path, monkeypatch):
+def test_resume_after_interrupt_gives_the_same_metrics(
+    interrupted_run, reference_dropout_run, tmp_path, monkeypatch
+):
     run = copy_run(interrupted_run, tmp_path)
     steps = count_steps(monkeypatch)
     # a torn line from a killed process is dropped on resume
@@ -277,7 +290,8 @@ def test_resume_after_interrupt_gives_the_same_metrics(interrupted_run, referenc
     assert summary["status"] == "completed"
     assert len(steps) == 2  # steps 11 and 12 only
     assert without_elapsed(read_metrics(run)) == without_elapsed(
-        read_metrics(reference_dropout_run))
+        read_metrics(reference_dropout_run)
+    )
     assert RunDir(run).checkpoint_steps() == SCHEDULE  # the latest-only step 10 is gone
     reference = json.loads((reference_dropout_run / "summary.json").read_text())
     assert summary["final"] == reference["final"] and summary["best"] == reference["best"]
@@ -291,7 +305,8 @@ def test_resume_from_an_earlier_checkpoint(reference_dropout_run, tmp_path, monk
     train(tiny_config(*RESUME_OVERRIDES), run, resume=True)
     assert len(steps) == 4  # restarted after step 8
     assert without_elapsed(read_metrics(run)) == without_elapsed(
-        read_metrics(reference_dropout_run))
+        read_metrics(reference_dropout_run)
+    )
     assert RunDir(run).checkpoint_steps() == SCHEDULE
     resumed = load_file(str(run / "checkpoints" / "step-12.safetensors"))
     original = load_file(str(reference_dropout_run / "checkpoints" / "step-12.safetensors"))

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import fact_tables, tiny_task
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from conftest import fact_tables, tiny_task
 from reasonlab.config import ConfigError, TwoHopTaskConfig
 from reasonlab.tasks import build_task
 from reasonlab.tasks.twohop import (
@@ -85,8 +85,9 @@ def test_paper_sizes():
 
 @pytest.fixture(scope="module")
 def splits():
-    return build_splits(tiny_task(num_entities=60, ood_fraction=0.3, lam=2.0, khop=[3],
-                                  max_probe_size=10_000))
+    return build_splits(
+        tiny_task(num_entities=60, ood_fraction=0.3, lam=2.0, khop=[3], max_probe_size=10_000)
+    )
 
 
 def test_graph_shape(splits):
@@ -168,8 +169,9 @@ def test_k_hop_chains(splits):
 
 
 def test_k_hop_chains_are_capped_at_the_probe_size():
-    splits = build_splits(tiny_task(num_entities=60, ood_fraction=0.3, khop=[3, 4],
-                                    max_probe_size=20))
+    splits = build_splits(
+        tiny_task(num_entities=60, ood_fraction=0.3, khop=[3, 4], max_probe_size=20)
+    )
     tail, _ = fact_tables(splits.graph)
     for k in (3, 4):
         for chains in splits.khop[k]:
@@ -367,14 +369,25 @@ def test_property_labels_are_compositions_and_splits_disjoint(
     num_entities, num_relations, degree_share, lam, seed, cot
 ):
     out_degree = max(1, round(degree_share * num_relations))
-    cfg = TwoHopTaskConfig(num_entities=num_entities, num_relations=num_relations,
-                           out_degree=out_degree, ood_fraction=0.3, id_test_fraction=0.2,
-                           lam=lam, seed=seed, cot=cot, max_probe_size=10_000)
+    cfg = TwoHopTaskConfig(
+        num_entities=num_entities,
+        num_relations=num_relations,
+        out_degree=out_degree,
+        ood_fraction=0.3,
+        id_test_fraction=0.2,
+        lam=lam,
+        seed=seed,
+        cot=cot,
+        max_probe_size=10_000,
+    )
     try:
         splits = build_splits(cfg)
     except ConfigError as error:
-        assert str(error).split(":")[0] in ("task.lam", "task.ood_fraction",
-                                             "task.id_test_fraction")
+        assert str(error).split(":")[0] in (
+            "task.lam",
+            "task.ood_fraction",
+            "task.id_test_fraction",
+        )
         assume(False)
         return
     tail, ood = fact_tables(splits.graph)
@@ -383,8 +396,9 @@ def test_property_labels_are_compositions_and_splits_disjoint(
     assert not hop_ood(splits.train_chains_clean, ood).any()
     assert not hop_ood(splits.test_iid, ood).any()
     assert hop_ood(splits.test_ood, ood).all()
-    train, iid, ood_q = (queries(c) for c in
-                         (splits.train_chains_clean, splits.test_iid, splits.test_ood))
+    train, iid, ood_q = (
+        queries(c) for c in (splits.train_chains_clean, splits.test_iid, splits.test_ood)
+    )
     assert len(train) == len(splits.train_chains_clean)
     assert not train & iid and not train & ood_q and not iid & ood_q
     # the training set holds every atomic fact and every training chain

@@ -7,6 +7,7 @@ one-line message that names the offending field (the CLI turns it into exit code
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -20,6 +21,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
 
 
 class ConfigError(ValueError):
@@ -81,12 +84,12 @@ class TwoHopTaskConfig(TaskConfig):
     def _consistent(self) -> TwoHopTaskConfig:
         if self.out_degree > self.num_relations:
             raise ValueError(
-                f"out_degree={self.out_degree} exceeds num_relations={self.num_relations}"
+                f"out_degree: {self.out_degree} exceeds num_relations={self.num_relations}"
             )
         if self.noise_kind == "none" and self.noise_ratio > 0:
-            raise ValueError("noise_ratio > 0 needs noise_kind tail, bridge or both")
+            raise ValueError("noise_ratio: a ratio > 0 needs noise_kind tail, bridge or both")
         if self.noise_kind in ("bridge", "both") and self.cot == "none":
-            raise ValueError(f"noise_kind={self.noise_kind} needs a CoT pattern (cot is none)")
+            raise ValueError(f"noise_kind: {self.noise_kind} needs a CoT pattern (cot is none)")
         return self
 
 
@@ -107,9 +110,9 @@ class ModelConfig(StrictModel):
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+            raise ValueError(f"n_heads: d_model={self.d_model} is not divisible by {self.n_heads}")
         if self.positions == "rotary" and (self.d_model // self.n_heads) % 2:
-            raise ValueError("rotary positions need an even head dimension")
+            raise ValueError("positions: rotary positions need an even head dimension")
         return self
 
 
@@ -195,6 +198,11 @@ def _format_validation_error(error: ValidationError, prefix: str = "") -> str:
     first = error.errors()[0]
     location = ".".join(filter(None, [prefix, *(str(part) for part in first["loc"])]))
     message = first["msg"].removeprefix("Value error, ")
+    # Cross-field validators start their message with the field they blame: "n_heads: ...".
+    field_named = re.match(r"^([a-z_]+): (.*)$", message)
+    if field_named:
+        location = ".".join(filter(None, [location, field_named.group(1)]))
+        message = field_named.group(2)
     extra = len(error.errors()) - 1
     more = f" (and {extra} more error{'s' if extra > 1 else ''})" if extra else ""
     return f"{location or 'config'}: {message}{more}"
@@ -212,6 +220,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and NUMBER.match(value.strip()):
+        value = float(value)  # YAML 1.1 reads "1e3" as text
     return path, value
 
 

@@ -88,7 +88,7 @@ class RunDir:
     def create(self, config: RunConfig) -> None:
         """Makes a new run folder; refuses a folder that already holds anything."""
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
-            what = "a different run" if self.config_path.exists() else "other files"
+            what = "a run (config.json)" if self.config_path.exists() else "other files"
             raise ConfigError(
                 f"--out {self.path}: already holds {what}; choose another folder"
                 + (" or --resume it" if self.config_path.exists() else "")

@@ -146,7 +146,8 @@ class GPT(HookedModule):
         resid = self.hook_embed(self.embed(inputs))
         if self.pos_embed is not None:
             positions = torch.arange(length, device=resid.device)
-            resid = resid + self.hook_pos_embed(self.pos_embed(positions))
+            position_embeddings = self.pos_embed(positions).expand(resid.shape[0], -1, -1)
+            resid = resid + self.hook_pos_embed(position_embeddings)
         resid = self.drop(resid)
         for block in self.blocks:
             resid = block(resid)
