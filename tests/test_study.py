@@ -138,3 +138,16 @@ def test_paper_preset_starts_and_runs_a_few_steps_on_cpu(tmp_path):
     assert run["status"] == "completed"
     assert run["num_parameters"] > 50_000_000
     assert run["data_stats"]["twohop_train_facts"] == 273_600
+
+
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_every_study_expands_and_its_cpu_data_builds(name):
+    from reasonlab.tasks import build_task
+
+    spec = STUDIES[name]
+    assert study_configs(spec, "paper", seeds=1)
+    for config in study_configs(spec, "cpu", seeds=1).values():
+        data = build_task(config.task)
+        assert data.stats["twohop_train_facts"] == round(config.task.lam * 1900)
+        noisy = data.stats["twohop_noisy_train_facts"] / data.stats["twohop_train_facts"]
+        assert abs(noisy - config.task.noise_ratio) < 0.05
