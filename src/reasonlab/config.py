@@ -76,8 +76,10 @@ class TwoHopTaskConfig(TaskConfig):
     @classmethod
     def _khop_at_least_three(cls, value: list[int]) -> list[int]:
         for k in value:
-            if k < 3:
-                raise ValueError(f"k-hop probes need k >= 3 (two-hop is always there), got {k}")
+            if not 3 <= k <= 10:
+                raise ValueError(
+                    f"k-hop probes need 3 <= k <= 10 (two-hop is always there), got {k}"
+                )
         return sorted(set(value))
 
     @model_validator(mode="after")

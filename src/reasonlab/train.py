@@ -224,15 +224,15 @@ def train(
     device = resolve_device(config.train.device)
     autocast = uses_bf16(config.train, device)
     data = data if data is not None else build_task(config.task)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, data.vocab_size, data.max_seq_len).to(device)
+    optimizer = make_optimizer(model, config.train)
+    # Only now, with data and model built (bad input already refused), touch the folder.
     if resume:
         start_step, records, state = _prepare_resume(run, config)
     else:
         run.create(config)
         start_step, records, state = 0, [], None
-
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model, data.vocab_size, data.max_seq_len).to(device)
-    optimizer = make_optimizer(model, config.train)
     elapsed_before, tokens_seen = 0.0, 0
     if state is not None:
         tensors, metadata = state

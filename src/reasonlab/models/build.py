@@ -25,6 +25,8 @@ def _build_gpt(cfg: ModelConfig, vocab_size: int, max_seq_len: int) -> HookedMod
     )
 
 
+MAX_PARAMETERS = 2_000_000_000
+
 BUILDERS: dict[str, Callable[[ModelConfig, int, int], HookedModule]] = {"gpt": _build_gpt}
 
 
@@ -33,6 +35,15 @@ def build_model(cfg: ModelConfig, vocab_size: int, task_seq_len: int) -> HookedM
     if max_seq_len < task_seq_len:
         raise ConfigError(
             f"model.max_seq_len: {max_seq_len} is shorter than the task sequences ({task_seq_len})"
+        )
+    d_mlp = cfg.d_mlp or 4 * cfg.d_model
+    estimate = (
+        cfg.n_layers * (4 * cfg.d_model**2 + 2 * cfg.d_model * d_mlp) + 2 * vocab_size * cfg.d_model
+    )
+    if estimate > MAX_PARAMETERS:
+        raise ConfigError(
+            f"model.d_model: about {estimate:,} parameters, beyond the {MAX_PARAMETERS:,} "
+            "reasonlab builds (n_layers, d_model, d_mlp)"
         )
     if cfg.kind not in BUILDERS:
         raise ConfigError(f"model.kind: unknown model kind {cfg.kind!r}")

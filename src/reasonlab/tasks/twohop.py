@@ -258,7 +258,16 @@ def _corrupt(values: np.ndarray, mask: np.ndarray, n_entities: int, rng: np.rand
     return np.where(mask, (values + shift) % n_entities, values)
 
 
+MAX_TWO_HOP_CHAINS = 30_000_000  # ~40x the paper's 800,000; bounds memory at a few GB
+
+
 def build_splits(cfg: TwoHopTaskConfig) -> TwoHopSplits:
+    n_chains = cfg.num_entities * cfg.out_degree**2
+    if n_chains > MAX_TWO_HOP_CHAINS:
+        raise ConfigError(
+            f"task.num_entities: {cfg.num_entities} entities x out_degree {cfg.out_degree}^2 make "
+            f"{n_chains:,} two-hop chains, more than the {MAX_TWO_HOP_CHAINS:,} reasonlab builds"
+        )
     rng = np.random.default_rng(cfg.seed)
     graph = build_graph(cfg, rng)
     chains, ood_hops = two_hop_chains(graph)
