@@ -174,6 +174,13 @@ class RunDir:
     def delete_checkpoint(self, step: int) -> None:
         self.checkpoint_path(step).unlink(missing_ok=True)
 
+    def remove_temporary_files(self) -> None:
+        """Deletes the temporary files of atomic writes that a killed process left behind."""
+        for folder in (self.path, self.checkpoint_dir):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp-*"):
+                    tmp.unlink(missing_ok=True)
+
 
 def load_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and metadata of a checkpoint; a corrupt or foreign file is a ConfigError."""

@@ -8,6 +8,7 @@ Evaluation runs every ``eval.every`` steps; checkpoints are kept on a log-spaced
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -132,15 +133,19 @@ def unpack_state(
     except RuntimeError:
         raise ConfigError(f"{source}: checkpoint does not fit this run's model") from None
     state: dict[int, dict[str, Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value.to(device) if name != "step" else value
     try:
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                moved = value.to(device) if name != "step" else value
+                state.setdefault(int(index), {})[name] = moved
         optimizer.load_state_dict({"state": state, "param_groups": param_groups})
-    except (ValueError, KeyError, RuntimeError):
+    except (ValueError, KeyError, RuntimeError, TypeError, IndexError):
         raise ConfigError(f"{source}: optimizer state does not fit this run's model") from None
-    torch.set_rng_state(tensors["rng.torch"])
+    try:
+        torch.set_rng_state(tensors["rng.torch"])
+    except (KeyError, RuntimeError, TypeError):
+        raise ConfigError(f"{source}: rng.torch is not a torch RNG state") from None
     if torch.cuda.is_available():
         cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
         if len(cuda_states) == torch.cuda.device_count():
@@ -229,11 +234,11 @@ def train(
     optimizer = make_optimizer(model, config.train)
     # Only now, with data and model built (bad input already refused), touch the folder.
     if resume:
-        start_step, records, state = _prepare_resume(run, config)
+        start_step, state = _prepare_resume(run, config)
     else:
         run.create(config)
-        start_step, records, state = 0, [], None
-    elapsed_before, tokens_seen = 0.0, 0
+        start_step, state = 0, None
+    elapsed_before, tokens_seen, records = 0.0, 0, []
     if state is not None:
         tensors, metadata = state
         unpack_state(
@@ -245,6 +250,8 @@ def train(
             str(run.checkpoint_path(start_step)),
         )
         elapsed_before, tokens_seen = metadata["elapsed_s"], metadata["tokens"]
+    if resume:  # the checkpoint is restored: only now repair what a killed process left
+        records = _repair_for_resume(run, config, start_step if state is not None else -1)
 
     history = History(records)
     summary_base = {
@@ -301,16 +308,35 @@ def train(
     return summary
 
 
+CHECKPOINT_METADATA = {"elapsed_s": (int, float), "tokens": int, "param_groups": list}
+
+
 def _prepare_resume(run: RunDir, config: RunConfig):
+    """The newest checkpoint's step and (tensors, metadata), checked; reads, never writes, so a
+    refused resume leaves the folder as it was."""
     steps = run.checkpoint_steps()
     if not steps:
-        run.truncate_metrics(-1)
-        return 0, [], None
+        return 0, None
     step = steps[-1]
+    path = run.checkpoint_path(step)
     tensors, metadata = run.load_checkpoint(step)
     if metadata.get("config_hash") != config_hash(config):
-        raise ConfigError(f"{run.checkpoint_path(step)}: checkpoint from another config")
-    return step, run.truncate_metrics(step), (tensors, metadata)
+        raise ConfigError(f"{path}: checkpoint from another config")
+    bad = [k for k, kind in CHECKPOINT_METADATA.items() if not isinstance(metadata.get(k), kind)]
+    bad += [] if "rng.torch" in tensors else ["rng.torch"]
+    if bad:
+        raise ConfigError(f"{path}: checkpoint lacks a valid {', '.join(bad)}")
+    return step, (tensors, metadata)
+
+
+def _repair_for_resume(run: RunDir, config: RunConfig, step: int) -> list[dict[str, Any]]:
+    """Undoes what a process killed after checkpoint ``step`` (-1: none) left behind: temporary
+    files, a stale latest-only checkpoint, metrics past ``step`` and a torn last line."""
+    run.remove_temporary_files()
+    for stale in run.checkpoint_steps():
+        if stale < step and not permanent_checkpoint(config, stale):
+            run.delete_checkpoint(stale)
+    return run.truncate_metrics(step)
 
 
 def _loop(
@@ -383,6 +409,16 @@ def _loop(
         )
 
 
+def permanent_checkpoint(config: RunConfig, step: int) -> bool:
+    """Whether the checkpoint of ``step`` is kept for good (not only as the latest one)."""
+    log_cfg = config.log
+    if log_cfg.checkpoints == "none":
+        return False
+    if step == config.train.steps:
+        return True
+    return log_cfg.checkpoints == "log" and is_log_spaced(step, config.eval.every)
+
+
 def _checkpoint(
     config: RunConfig,
     run: RunDir,
@@ -393,15 +429,9 @@ def _checkpoint(
     tokens_seen: int,
     latest_kept: int | None,
 ) -> int | None:
-    log_cfg, every = config.log, config.eval.every
     last = step == config.train.steps
-
-    def permanent(s: int) -> bool:
-        if log_cfg.checkpoints == "none":
-            return False
-        return s == config.train.steps or (log_cfg.checkpoints == "log" and is_log_spaced(s, every))
-
-    if not (permanent(step) or log_cfg.keep_latest):
+    permanent = functools.partial(permanent_checkpoint, config)
+    if not (permanent(step) or config.log.keep_latest):
         return latest_kept
     metadata = {
         "config_hash": config_hash(config),

@@ -137,6 +137,8 @@ def run_study(
         raise ConfigError(f"--out {out}: exists and is not a study folder; choose another folder")
     (out / "runs").mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"study": name, "preset": preset, "seeds": seeds, "runs": {}}
+    if not summary_path.exists():  # marks the folder as this study's before any run can fail
+        write_json(summary_path, result)
     for run_name, config in configs.items():
         print(f"[{name}] {run_name}", flush=True)
         if reuse is not None and _copy_completed(
