@@ -136,9 +136,7 @@ def test_patching_is_manual_intervention():
 
     with torch.no_grad():
         logits = model.run_with_hooks(clean, [(name, swap)])[:, 3]
-    diff = logits.gather(-1, clean_target[:, None]) - logits.gather(
-        -1, corrupt_target[:, None]
-    )
+    diff = logits.gather(-1, clean_target[:, None]) - logits.gather(-1, corrupt_target[:, None])
     assert grid.logit_diff[1, 1] == pytest.approx(float(diff.mean()), abs=1e-5)
 
 
