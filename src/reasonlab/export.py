@@ -64,18 +64,24 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     return {name: tensor.contiguous().clone() for name, tensor in state.items()}
 
 
+def require_standard_gpt(model: GPT, target: str) -> None:
+    """Refuses what has no counterpart in GPT-2-style libraries: other families, rotary
+    positions, continuous inputs or outputs."""
+    if not isinstance(model, GPT):
+        raise ConfigError(f"model.kind: only GPT models convert to {target}")
+    if model.cfg.positions != "learned":
+        raise ConfigError(
+            f"model.positions: {model.cfg.positions} positions have no {target} counterpart; "
+            "only learned positions convert"
+        )
+    if model.cfg.input_dim is not None or model.cfg.output_dim is not None:
+        raise ConfigError(f"model: continuous inputs or outputs have no {target} counterpart")
+
+
 def to_hf_gpt2(model: GPT) -> GPT2LMHeadModel:
     """A ``transformers.GPT2LMHeadModel`` (eval mode, no dropout) computing the same logits."""
-    if not isinstance(model, GPT):
-        raise ConfigError(f"model.kind: only GPT models export to hf, not {type(model).__name__}")
+    require_standard_gpt(model, "GPT-2 (hf export)")
     cfg = model.cfg
-    if cfg.positions != "learned":
-        raise ConfigError(
-            f"model.positions: {cfg.positions} positions have no GPT-2 counterpart; "
-            "only learned positions export to hf"
-        )
-    if cfg.input_dim is not None or cfg.output_dim is not None:
-        raise ConfigError("model: continuous inputs or outputs have no GPT-2 counterpart")
     transformers = _transformers()
     config = transformers.GPT2Config(
         vocab_size=cfg.vocab_size,

@@ -14,7 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from reasonlab.runs import RunDir, atomic_path
+from reasonlab.io import atomic_path
+from reasonlab.runs import RunDir
 
 STAGE_SUFFIXES = (".bridge", ".tail", ".tail_given_true_bridge")
 

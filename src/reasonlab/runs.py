@@ -12,8 +12,6 @@ import json
 import os
 import platform
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,40 +20,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from reasonlab.config import ConfigError, RunConfig, config_from_dict
+from reasonlab.io import atomic_path, read_json, write_json
 
 CHECKPOINT = re.compile(r"^step-(\d+)\.safetensors$")
-
-
-# ----------------------------------------------------------------------------- atomic files
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yields a temporary path next to ``path``; renames it over ``path`` on success."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ConfigError(f"{path}: not valid JSON") from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
 
 
 def versions() -> dict[str, str]:

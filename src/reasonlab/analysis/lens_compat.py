@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from reasonlab.config import ConfigError
+from reasonlab.export import require_standard_gpt
 from reasonlab.models.gpt import GPT
 
 if TYPE_CHECKING:
@@ -85,16 +85,8 @@ def hooked_transformer_state_dict(model: GPT) -> dict[str, torch.Tensor]:
 def to_hooked_transformer(model: GPT) -> HookedTransformer:
     """A ``transformer_lens.HookedTransformer`` (eval mode, on the CPU, float32) computing the
     same logits and activations as ``model``."""
-    if not isinstance(model, GPT):
-        raise ConfigError(f"model.kind: only GPT models convert, not {type(model).__name__}")
+    require_standard_gpt(model, "TransformerLens")
     cfg = model.cfg
-    if cfg.positions != "learned":
-        raise ConfigError(
-            f"model.positions: {cfg.positions} positions are not converted; "
-            "only learned positions map to TransformerLens's standard embedding"
-        )
-    if cfg.input_dim is not None or cfg.output_dim is not None:
-        raise ConfigError("model: continuous inputs or outputs have no TransformerLens counterpart")
     transformer_lens = _transformer_lens()
     lens_cfg = transformer_lens.HookedTransformerConfig(
         n_layers=cfg.n_layers,

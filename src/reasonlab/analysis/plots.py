@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from reasonlab.runs import atomic_path
+from reasonlab.io import atomic_path
 
 
 def _save(fig, path: Path) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from reasonlab.config import ConfigError, TwoHopTaskConfig
+from reasonlab.io import atomic_path, read_json
 from reasonlab.tasks.base import Probe, TaskData, as_probe
 from reasonlab.tasks.twohop import (
     END,
@@ -27,6 +28,7 @@ from reasonlab.tasks.twohop import (
 )
 
 TOKEN = re.compile(r"<[^<>]+>")
+MISSING = "missing (expected the Grokked dataset layout)"
 
 
 # ----------------------------------------------------------------------------- writing
@@ -70,28 +72,16 @@ def write_folder(cfg: TwoHopTaskConfig, out: Path) -> dict[str, int]:
         "vocab.json": vocab.tokens,
     }
     for filename, content in files.items():
-        tmp = out / f".{filename}.tmp"
-        tmp.write_text(json.dumps(content))
-        tmp.replace(out / filename)
+        with atomic_path(out / filename) as tmp:
+            tmp.write_text(json.dumps(content))
     return {name: len(content) for name, content in files.items()}
 
 
 # ----------------------------------------------------------------------------- reading
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: missing (expected the Grokked dataset layout)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ConfigError(f"{path}: not valid JSON") from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
-
-
 def _read_vocab(path: Path) -> list[str]:
-    data = _read_json(path)
+    data = read_json(path, MISSING)
     if isinstance(data, dict):  # token -> id
         data = [token for token, _ in sorted(data.items(), key=lambda item: item[1])]
     if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
@@ -117,7 +107,7 @@ def _tokenize(text: Any, ids: dict[str, int], where: str) -> list[int]:
 
 def _parse_items(path: Path, ids: dict[str, int], vocab: list[str], cot: str):
     """Yields (type or None, token ids, prompt length, given positions) per item."""
-    data = _read_json(path)
+    data = read_json(path, MISSING)
     if not isinstance(data, list):
         raise ConfigError(f"{path}: expected a list of items")
     for index, item in enumerate(data):
