@@ -198,6 +198,34 @@ override_case("zero_batch_size", "train.batch_size", "train.batch_size=0")
 override_case("zero_steps", "train.steps", "train.steps=0")
 override_case("zero_eval_interval", "eval.every", "eval.every=0")
 override_case("negative_learning_rate", "train.lr", "train.lr=-0.001")
+override_case("infinite_lambda", "task.lam", "task.lam=.inf")
+override_case("nan_learning_rate", "train.lr", "train.lr=.nan")
+override_case("absurd_batch_size", "train.batch_size", "train.batch_size=1000000000")
+override_case("absurd_layer_count", "model.n_layers", "model.n_layers=1000000")
+override_case("absurd_width", "model.d_model", "model.d_model=1000000", "model.n_heads=1")
+override_case("absurd_max_seq_len", "model.max_seq_len", "model.max_seq_len=1000000000")
+override_case("absurd_graph", "task.num_entities", "task.num_entities=100000000")
+override_case(
+    "absurd_relation_count",
+    "task.num_relations",
+    "task.num_relations=100000000",
+    "task.num_entities=1000",
+    "task.out_degree=2",
+)
+
+
+@case
+def out_folder_under_a_file(ctx):
+    blocker = ctx.file("not a folder", name="blocker")
+    return Case(["run", ctx.file(TINY_YAML), "--out", blocker / "run"], [blocker / "run"])
+
+
+@case
+def data_folder_under_a_file(ctx):
+    blocker = ctx.file("not a folder", name="blocker")
+    return Case(["data", ctx.file(TINY_YAML), "--out", blocker / "data"], [blocker / "data"])
+
+
 override_case("dropout_of_one", "model.dropout", "model.dropout=1")
 override_case("lambda_beyond_the_pool", "task.lam", "task.lam=50")
 override_case("empty_ood_set", "task.ood_fraction", "task.ood_fraction=0.01")

@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -69,7 +69,7 @@ class TwoHopTaskConfig(TaskConfig):
     noise_ratio: float = Field(0.0, ge=0.0, le=1.0, description="xi: share of noisy chains")
     khop: list[int] = Field(default_factory=list, description="extra k-hop test probes, k >= 3")
     id_test_fraction: float = Field(0.005, gt=0.0, lt=1.0)
-    max_probe_size: int = Field(3000, ge=1)
+    max_probe_size: int = Field(3000, ge=1, le=1_000_000)
     data_dir: str | None = Field(None, description="train on a Grokked-layout folder instead")
 
     @field_validator("khop")
@@ -100,14 +100,16 @@ class TwoHopTaskConfig(TaskConfig):
 
 class ModelConfig(StrictModel):
     kind: Literal["gpt"] = "gpt"
-    n_layers: int = Field(4, ge=1)
+    n_layers: int = Field(4, ge=1, le=1024)
     d_model: int = Field(128, ge=1)
     n_heads: int = Field(4, ge=1)
     d_mlp: int | None = Field(None, ge=1, description="default 4 * d_model")
     positions: Literal["learned", "rotary"] = "learned"
     tie_embeddings: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    max_seq_len: int | None = Field(None, ge=1, description="default: the task's longest sequence")
+    max_seq_len: int | None = Field(
+        None, ge=1, le=1_000_000, description="default: the task's longest sequence"
+    )
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:
@@ -123,7 +125,7 @@ class ModelConfig(StrictModel):
 
 class TrainConfig(StrictModel):
     steps: int = Field(1000, ge=1)
-    batch_size: int = Field(512, ge=1)
+    batch_size: int = Field(512, ge=1, le=1_048_576)
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.1, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
@@ -153,7 +155,7 @@ class TrainConfig(StrictModel):
 class EvalConfig(StrictModel):
     every: int = Field(100, ge=1, description="evaluate every this many steps (and at the end)")
     threshold: float = Field(0.95, ge=0.0, le=1.0)
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int = Field(1024, ge=1, le=1_048_576)
     at_start: bool = Field(True, description="also evaluate the untrained model at step 0")
 
 

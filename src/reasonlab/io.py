@@ -25,6 +25,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def make_dir(path: Path, what: str = "--out") -> None:
+    """mkdir -p; a path that cannot be a folder (a file in the way, no permission) is bad input."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{what} {path}: cannot create the folder ({error.strerror})") from None
+
+
 def write_json(path: Path, data: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")

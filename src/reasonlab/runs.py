@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from reasonlab.config import ConfigError, RunConfig, config_from_dict
-from reasonlab.io import atomic_path, read_json, write_json
+from reasonlab.io import atomic_path, make_dir, read_json, write_json
 
 CHECKPOINT = re.compile(r"^step-(\d+)\.safetensors$")
 
@@ -60,7 +60,7 @@ class RunDir:
                 f"--out {self.path}: already holds {what}; choose another folder"
                 + (" or --resume it" if self.config_path.exists() else "")
             )
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(self.checkpoint_dir)
         write_json(self.config_path, config.model_dump(mode="json"))
 
     def load_config(self) -> RunConfig:

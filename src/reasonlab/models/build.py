@@ -38,7 +38,8 @@ def build_model(cfg: ModelConfig, vocab_size: int, task_seq_len: int) -> HookedM
         )
     d_mlp = cfg.d_mlp or 4 * cfg.d_model
     estimate = (
-        cfg.n_layers * (4 * cfg.d_model**2 + 2 * cfg.d_model * d_mlp) + 2 * vocab_size * cfg.d_model
+        cfg.n_layers * (4 * cfg.d_model**2 + 2 * cfg.d_model * d_mlp)
+        + (2 * vocab_size + max_seq_len) * cfg.d_model
     )
     if estimate > MAX_PARAMETERS:
         raise ConfigError(

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from reasonlab.config import ConfigError, RunConfig, apply_overrides, config_from_dict, read_yaml
-from reasonlab.runs import RunDir, read_json, write_json
+from reasonlab.io import make_dir, read_json, write_json
+from reasonlab.runs import RunDir
 
 STUDY_DIR = Path(__file__).parent
 
@@ -135,7 +136,7 @@ def run_study(
             raise ConfigError(f"--out {out}: holds another study; choose another folder")
     elif out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: exists and is not a study folder; choose another folder")
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+    make_dir(out / "runs")
     result: dict[str, Any] = {"study": name, "preset": preset, "seeds": seeds, "runs": {}}
     if not summary_path.exists():  # marks the folder as this study's before any run can fail
         write_json(summary_path, result)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from reasonlab.config import ConfigError, TwoHopTaskConfig
-from reasonlab.io import atomic_path, read_json
+from reasonlab.io import atomic_path, make_dir, read_json
 from reasonlab.tasks.base import Probe, TaskData, as_probe
 from reasonlab.tasks.twohop import (
     END,
@@ -64,7 +64,7 @@ def write_folder(cfg: TwoHopTaskConfig, out: Path) -> dict[str, int]:
         test += items
         if name == "test_inferred_ood":
             valid = [dict(item) for item in items]
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     files = {
         "train.json": train,
         "valid.json": valid,

@@ -268,6 +268,11 @@ def build_splits(cfg: TwoHopTaskConfig) -> TwoHopSplits:
             f"task.num_entities: {cfg.num_entities} entities x out_degree {cfg.out_degree}^2 make "
             f"{n_chains:,} two-hop chains, more than the {MAX_TWO_HOP_CHAINS:,} reasonlab builds"
         )
+    if cfg.num_entities * cfg.num_relations > MAX_TWO_HOP_CHAINS:
+        raise ConfigError(
+            f"task.num_relations: {cfg.num_entities} entities x {cfg.num_relations} relations is "
+            f"more than the {MAX_TWO_HOP_CHAINS:,} (entity, relation) pairs reasonlab builds"
+        )
     rng = np.random.default_rng(cfg.seed)
     graph = build_graph(cfg, rng)
     chains, ood_hops = two_hop_chains(graph)
