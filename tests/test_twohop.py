@@ -404,3 +404,21 @@ def test_property_labels_are_compositions_and_splits_disjoint(
     # the training set holds every atomic fact and every training chain
     data = build_twohop(cfg)
     assert len(data.train_tokens) == len(splits.atomic) + len(splits.train_chains)
+
+
+def test_decode_writes_tokens_without_padding():
+    from reasonlab.config import TwoHopTaskConfig
+
+    data = build_twohop(
+        TwoHopTaskConfig(
+            num_entities=30,
+            num_relations=6,
+            out_degree=3,
+            lam=1,
+            ood_fraction=0.3,
+            id_test_fraction=0.1,
+        )
+    )
+    atomic = data.decode(data.train_tokens[0]).split()
+    assert len(atomic) == 4 and atomic[0].startswith("<e_") and atomic[1].startswith("<r_")
+    assert atomic[3] == "</a>" and "<pad>" not in atomic

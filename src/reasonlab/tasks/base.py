@@ -35,15 +35,6 @@ class Probe:
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
-    def subset(self, index: Tensor) -> Probe:
-        return Probe(
-            self.tokens[index],
-            self.prompt_len,
-            self.given[index],
-            self.scored[index],
-            dict(self.stages),
-        )
-
 
 @dataclass
 class TaskData:
