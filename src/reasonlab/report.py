@@ -96,7 +96,8 @@ def _fmt(value: Any) -> str:
 def table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    table_html = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="wide">{table_html}</div>'  # wide tables scroll, not the page
 
 
 def _describe(config: dict[str, Any]) -> str:
@@ -169,7 +170,7 @@ def write_study_report(
                 name,
                 *(run["final"].get(k) for k in headline.values()),
                 *(run["steps_to_threshold"].get(k) for k in headline.values()),
-                run.get("wall_s"),
+                None if run.get("wall_s") is None else round(run["wall_s"], 1),
                 run.get("status"),
             ]
         )
@@ -238,7 +239,7 @@ def write_study_report(
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
         "padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
-        "img{max-width:100%}"
+        "img{max-width:100%}.wide{overflow-x:auto;max-width:100%}"
     )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(spec.name)}"
