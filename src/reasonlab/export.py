@@ -99,13 +99,18 @@ def to_hf_gpt2(model: GPT) -> GPT2LMHeadModel:
         bos_token_id=cfg.vocab_size - 1,
         eos_token_id=cfg.vocab_size - 1,
     )
-    hf = transformers.GPT2LMHeadModel(config)
-    missing, unexpected = hf.load_state_dict(hf_state_dict(model), strict=False)
-    parameters = dict(hf.named_parameters())
-    missing = [name for name in missing if name in parameters]  # buffers (masks) are rebuilt
+    return load_every_parameter(transformers.GPT2LMHeadModel(config), hf_state_dict(model), "GPT-2")
+
+
+def load_every_parameter(target: torch.nn.Module, state: dict[str, torch.Tensor], what: str):
+    """Loads ``state`` into ``target``, which must receive every parameter (buffers such as
+    causal masks are rebuilt by the target); returns it in eval mode."""
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    parameters = dict(target.named_parameters())
+    missing = [name for name in missing if name in parameters]
     if missing or unexpected:
-        raise RuntimeError(f"GPT-2 layout mismatch: missing {missing}, unexpected {unexpected}")
-    return hf.eval()
+        raise RuntimeError(f"{what} layout mismatch: missing {missing}, unexpected {unexpected}")
+    return target.eval()
 
 
 def export_run(

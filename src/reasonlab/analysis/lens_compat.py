@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from reasonlab.export import require_standard_gpt
+from reasonlab.export import load_every_parameter, require_standard_gpt
 from reasonlab.models.gpt import GPT
 
 if TYPE_CHECKING:
@@ -107,9 +107,4 @@ def to_hooked_transformer(model: GPT) -> HookedTransformer:
     with warnings.catch_warnings():  # 3.x warns that 4.0 removes it; we ask for <4 on purpose
         warnings.filterwarnings("ignore", "HookedTransformer is deprecated", DeprecationWarning)
         lens = transformer_lens.HookedTransformer(lens_cfg)
-    missing, unexpected = lens.load_state_dict(hooked_transformer_state_dict(model), strict=False)
-    parameters = dict(lens.named_parameters())
-    missing = [name for name in missing if name in parameters]  # buffers (masks) are rebuilt
-    if missing or unexpected:
-        raise RuntimeError(f"TransformerLens layout mismatch: missing {missing}, {unexpected}")
-    return lens.eval()
+    return load_every_parameter(lens, hooked_transformer_state_dict(model), "TransformerLens")
