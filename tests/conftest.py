@@ -77,3 +77,22 @@ def write_yaml(tmp_path: Path):
         return path
 
     return write
+
+
+def splits_or_skip(cfg: Any):
+    """Two-hop splits of a hypothesis-drawn config; a graph that cannot satisfy the request is
+    refused with one of the expected fields, and the example is skipped."""
+    from hypothesis import assume
+
+    from reasonlab.config import ConfigError
+    from reasonlab.tasks.twohop import build_splits
+
+    try:
+        return build_splits(cfg)
+    except ConfigError as error:
+        assert str(error).split(":")[0] in (
+            "task.lam",
+            "task.ood_fraction",
+            "task.id_test_fraction",
+        )
+        assume(False)

@@ -33,12 +33,20 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 import reasonlab.train as train_module
-from conftest import TINY_RUN, fact_tables, read_metrics, snapshot, tiny_config, without_elapsed
+from conftest import (
+    TINY_RUN,
+    fact_tables,
+    read_metrics,
+    snapshot,
+    splits_or_skip,
+    tiny_config,
+    without_elapsed,
+)
 from reasonlab.cli import main
 from reasonlab.config import ConfigError, TwoHopTaskConfig
 from reasonlab.runs import RunDir, atomic_path, load_checkpoint_file, write_json
 from reasonlab.tasks.grokked_folder import write_folder
-from reasonlab.tasks.twohop import Chains, build_splits, build_twohop
+from reasonlab.tasks.twohop import Chains, build_twohop
 from reasonlab.train import train
 
 # 80 steps, an evaluation every 5: 17 records (step 0 included); dropout 0.1 makes a resume that
@@ -546,18 +554,6 @@ def true_hops(chains: Chains, tail: np.ndarray) -> np.ndarray:
     return looked_up == entities[:, 1:]
 
 
-def splits_or_skip(**fields: Any):
-    try:
-        return build_splits(TwoHopTaskConfig(**fields))
-    except ConfigError as error:
-        assert str(error).split(":")[0] in (
-            "task.lam",
-            "task.ood_fraction",
-            "task.id_test_fraction",
-        )
-        assume(False)
-
-
 @PROPERTY
 @given(
     num_entities=st.integers(20, 60),
@@ -568,15 +564,17 @@ def splits_or_skip(**fields: Any):
 )
 def test_property_noise_rate_matches_xi(num_entities, kind, xi, lam, seed):
     splits = splits_or_skip(
-        num_entities=num_entities,
-        num_relations=6,
-        out_degree=4,
-        ood_fraction=0.3,
-        id_test_fraction=0.1,
-        lam=lam,
-        noise_kind=kind,
-        noise_ratio=xi,
-        seed=seed,
+        TwoHopTaskConfig(
+            num_entities=num_entities,
+            num_relations=6,
+            out_degree=4,
+            ood_fraction=0.3,
+            id_test_fraction=0.1,
+            lam=lam,
+            noise_kind=kind,
+            noise_ratio=xi,
+            seed=seed,
+        )
     )
     noisy, n = splits.noisy, len(splits.noisy)
     # each chain is noisy with probability xi, independently: within 5 binomial sigmas
@@ -608,15 +606,17 @@ def test_property_k_hop_labels_are_compositions_of_id_or_ood_facts(
     num_entities, out_degree, khop, seed
 ):
     splits = splits_or_skip(
-        num_entities=num_entities,
-        num_relations=5,
-        out_degree=out_degree,
-        ood_fraction=0.4,
-        id_test_fraction=0.2,
-        lam=0.2,
-        khop=khop,
-        max_probe_size=200,
-        seed=seed,
+        TwoHopTaskConfig(
+            num_entities=num_entities,
+            num_relations=5,
+            out_degree=out_degree,
+            ood_fraction=0.4,
+            id_test_fraction=0.2,
+            lam=0.2,
+            khop=khop,
+            max_probe_size=200,
+            seed=seed,
+        )
     )
     tail, ood = fact_tables(splits.graph)
     for k, (iid, ood_chains) in splits.khop.items():
