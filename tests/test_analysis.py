@@ -88,6 +88,31 @@ def test_first_top1_layer():
     assert first_top1_layer([0.0, 0.1]) is None
 
 
+def test_lens_result_statistics_by_hand():
+    """mean_rank / mrr / top1 average over the queries (axis 1), giving (layers, positions)."""
+    from reasonlab.analysis.logit_lens import LensResult
+
+    # 2 layers x 3 queries x 4 positions: no two axes of the same length
+    rank = torch.tensor(
+        [
+            [[0, 1, 2, 3], [0, 3, 0, 9], [3, 2, 1, 0]],
+            [[0, 0, 0, 0], [1, 1, 1, 1], [5, 0, 2, 0]],
+        ]
+    )
+    lens = LensResult(["embed", "L1"], rank, torch.zeros(rank.shape))
+
+    def close(actual: torch.Tensor, expected: list[list[float]]) -> None:
+        torch.testing.assert_close(actual, torch.tensor(expected))
+
+    close(lens.mean_rank(), [[1, 2, 1, 4], [2, 1 / 3, 1, 1 / 3]])
+    close(lens.top1(), [[2 / 3, 0, 1 / 3, 1 / 3], [1 / 3, 2 / 3, 1 / 3, 2 / 3]])
+    reciprocal = [
+        [(1 + 1 + 1 / 4) / 3, (1 / 2 + 1 / 4 + 1 / 3) / 3, (1 / 3 + 1 + 1 / 2) / 3],
+        [(1 + 1 / 2 + 1 / 6) / 3, (1 + 1 / 2 + 1) / 3, (1 + 1 / 2 + 1 / 3) / 3],
+    ]
+    close(lens.mrr()[:, :3], reciprocal)
+
+
 # ----------------------------------------------------------------------------- patching
 
 
@@ -112,8 +137,13 @@ def test_patching_the_read_position_at_the_last_layer_gives_the_counterfactual_o
     corrupt_logits = model(corrupt)[:, 4]
     expected = ranks_of(corrupt_logits, clean_target).float().mean()
     assert grid.rank[-1, 4] == pytest.approx(float(expected), abs=1e-6)
-    # A position after the read position cannot matter and is not patched.
-    assert torch.isnan(grid.rank[:, 4:]).sum() == 0
+    # Reading at the last position, every position (the read one included) is patched.
+    assert not torch.isnan(grid.rank).any()
+    # A position after the read position cannot matter and is not patched: its cells are NaN,
+    # while every position up to the read position holds a value.
+    short = patch_grid(model, clean, corrupt, clean_target, corrupt_target, 2)
+    for values in (short.rank, short.prob, short.logit_diff, short.top1):
+        assert torch.isnan(values[:, 3:]).all() and not torch.isnan(values[:, :3]).any()
     # Patching a later position than the one read leaves causal models unchanged.
     early = patch_grid(model, clean, corrupt, clean_target, corrupt_target, 2, positions=[3])
     baseline = ranks_of(model(clean)[:, 2], clean_target).float().mean()
@@ -138,6 +168,30 @@ def test_patching_is_manual_intervention():
         logits = model.run_with_hooks(clean, [(name, swap)])[:, 3]
     diff = logits.gather(-1, clean_target[:, None]) - logits.gather(-1, corrupt_target[:, None])
     assert grid.logit_diff[1, 1] == pytest.approx(float(diff.mean()), abs=1e-5)
+
+
+def test_patch_grid_clean_and_counterfactual_baselines():
+    """clean_top1 reads the clean run and corrupt_top1 the counterfactual run (both against the
+    clean target): here the clean answer is always top-1, and the counterfactual run keeps it
+    for the half of the queries whose counterfactual equals the clean query."""
+    model = tiny_gpt()
+    generator = torch.Generator().manual_seed(1)
+    clean = torch.randint(0, 30, (40, 5), generator=generator)
+    corrupt = torch.randint(0, 30, (40, 5), generator=generator)
+    clean_answer = model(clean)[:, 4].argmax(-1)
+    changed = model(corrupt)[:, 4].argmax(-1) != clean_answer
+    clean, corrupt = clean[changed][:6], corrupt[changed][:6]
+    assert len(clean) == 6
+    corrupt[3:] = clean[3:]  # three queries whose counterfactual is the clean query itself
+    clean_target = model(clean)[:, 4].argmax(-1)
+    corrupt_target = model(corrupt)[:, 4].argmax(-1)
+    grid = patch_grid(model, clean, corrupt, clean_target, corrupt_target, 4)
+    assert grid.clean_rank == 0.0 and grid.clean_top1 == 1.0
+    assert grid.corrupt_top1 == pytest.approx(0.5)
+    # the last layer at the read position is the counterfactual run's own output
+    assert float(grid.top1[-1, 4]) == pytest.approx(grid.corrupt_top1)
+    expected = (ranks_of(model(corrupt)[:, 4], clean_target) == 0).float().mean()
+    assert grid.corrupt_top1 == pytest.approx(float(expected))
 
 
 # ----------------------------------------------------------------------------- counterfactuals
@@ -217,13 +271,12 @@ def test_analysis_runs_on_every_gpt_configuration(trained_runs, name):
     lens = run_logit_lens(run_dir, "test_inferred_iid", "bridge", "all", 50)
     assert [c["step"] for c in lens["checkpoints"]] == [3, 6]
     assert len(lens["checkpoints"][0]["mrr"]) == 3  # embed + 2 layers
-    assert (run_dir / "analysis" / "logit-lens-test_inferred_iid-bridge.png").stat().st_size > 0
+    assert (run_dir / "analysis" / "logit-lens-test_inferred_iid-bridge-step6.png").stat().st_size
     assert (run_dir / "analysis" / "logit-lens-test_inferred_iid-bridge-over-training.png").exists()
     change = "r2" if name == "none" else "bridge"
     trace = run_trace(run_dir, "test_inferred_iid", change, "tail", "resid", "last", 50)
-    saved = json.loads(
-        (run_dir / "analysis" / f"trace-test_inferred_iid-{change}-tail-resid.json").read_text()
-    )
+    name = f"trace-test_inferred_iid-{change}-tail-resid-step6.json"
+    saved = json.loads((run_dir / "analysis" / name).read_text())
     assert saved["checkpoints"][0]["top1"] == trace["checkpoints"][0]["top1"]
     assert len(saved["checkpoints"][0]["top1"]) == 3
 
@@ -248,11 +301,94 @@ def test_analyze_cli_writes_json_and_png(trained_runs, capsys):
         )
     assert exit_info.value.code == 0
     assert "share still answering" in capsys.readouterr().out
-    assert (run_dir / "analysis" / "trace-test_inferred_ood-head-tail-mlp_out.png").exists()
+    assert (run_dir / "analysis" / "trace-test_inferred_ood-head-tail-mlp_out-step6.png").exists()
     with pytest.raises(SystemExit) as exit_info:
         main(["analyze", "logit-lens", str(run_dir), "--target", "tail", "--checkpoint", "6"])
     assert exit_info.value.code == 0
-    assert (run_dir / "analysis" / "logit-lens-test_inferred_ood-tail.json").exists()
+    assert (run_dir / "analysis" / "logit-lens-test_inferred_ood-tail-step6.json").exists()
+
+
+def saved_analysis(run_dir, prefix: str, step: int) -> dict:
+    """The one JSON under RUN_DIR/analysis named ``prefix...`` that holds checkpoint ``step``."""
+    found = []
+    for path in sorted((run_dir / "analysis").glob(f"{prefix}*.json")):
+        saved = json.loads(path.read_text())
+        if "over-training" not in path.name and [c["step"] for c in saved["checkpoints"]] == [step]:
+            found.append(saved)
+    assert len(found) == 1, [p.name for p in (run_dir / "analysis").iterdir()]
+    return found[0]
+
+
+def test_analyze_cli_json_holds_the_library_values(trained_runs, capsys):
+    """What `analyze logit-lens` / `analyze trace` save: the keys, (layers x positions) grids and
+    the values that logit_lens / patch_grid give on the same checkpoint and queries."""
+    from reasonlab.analysis.runs import TwoHopRun
+
+    run_dir = trained_runs["after"]
+    lens_args = ["analyze", "logit-lens", str(run_dir), "--target", "bridge", "--queries", "20"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*lens_args, "--probe", "test_inferred_ood", "--checkpoint", "6"])
+    assert exit_info.value.code == 0
+    trace_args = ["analyze", "trace", str(run_dir), "--change", "r1", "--hook", "attn_out"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*trace_args, "--probe", "test_inferred_iid", "--queries", "20"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+
+    subject = TwoHopRun(run_dir)
+    model = subject.model(6)
+    # logit lens of the bridge (h r1 r2 | b): read at r2, position 2
+    saved = saved_analysis(run_dir, "logit-lens-test_inferred_ood-bridge", 6)
+    chains = subject.queries("test_inferred_ood", 20)
+    tokens, target, read = query_tensors(chains, "after_relations", subject.vocab, "bridge")
+    assert (saved["probe"], saved["target"], saved["cot"]) == (
+        "test_inferred_ood",
+        "bridge",
+        "after_relations",
+    )
+    assert saved["queries"] == len(chains) == 20 and saved["read_position"] == read == 2
+    assert saved["positions"] == ["h", "r1", "r2"] and saved["layers"] == ["embed", "L1", "L2"]
+    rank = logit_lens(model, tokens, target).rank.float()  # (layers, queries, positions)
+    entry = saved["checkpoints"][0]
+    expected = {
+        "mean_rank": rank.mean(1),
+        "mrr": (1 / (rank + 1)).mean(1),
+        "top1": (rank == 0).float().mean(1),
+    }
+    for key, values in expected.items():
+        assert np.array(entry[key]).shape == (3, 3), key
+        np.testing.assert_allclose(entry[key], values.numpy(), rtol=1e-5, err_msg=key)
+    np.testing.assert_allclose(entry["top1_at_read"], expected["top1"][:, 2].numpy(), rtol=1e-5)
+    assert entry["first_top1_layer"] == first_top1_layer(entry["top1_at_read"])
+
+    # tracing: r1 changed, the tail read at the bridge (position 3), attention outputs patched
+    saved = saved_analysis(run_dir, "trace-test_inferred_iid-r1-tail-attn_out", 6)
+    chains = subject.queries("test_inferred_iid", 20)
+    clean, counterfactual = counterfactual_chains(
+        subject.splits.graph, 8, chains, "r1", "tail", np.random.default_rng(0)
+    )
+    clean_tokens, clean_target, read = query_tensors(
+        clean, "after_relations", subject.vocab, "tail"
+    )
+    corrupt_tokens, corrupt_target, _ = query_tensors(
+        counterfactual, "after_relations", subject.vocab, "tail"
+    )
+    assert saved["queries"] == len(clean) and saved["read_position"] == read == 3
+    assert saved["layers"] == ["L1", "L2"] and saved["positions"] == ["h", "r1", "r2", "b"]
+    entry = saved["checkpoints"][0]
+    with torch.no_grad():
+        clean_top1 = (ranks_of(model(clean_tokens)[:, 3], clean_target) == 0).float().mean()
+        corrupt_top1 = (ranks_of(model(corrupt_tokens)[:, 3], clean_target) == 0).float().mean()
+    assert entry["clean_top1"] == pytest.approx(float(clean_top1))
+    assert entry["corrupt_top1"] == pytest.approx(float(corrupt_top1))
+    grid = patch_grid(
+        model, clean_tokens, corrupt_tokens, clean_target, corrupt_target, 3, hook="attn_out"
+    )
+    for key, values in (("top1", grid.top1), ("rank", grid.rank), ("logit_diff", grid.logit_diff)):
+        assert np.array(entry[key]).shape == (2, 4), key
+        np.testing.assert_allclose(entry[key], values.numpy(), atol=1e-4, err_msg=key)
+    assert f"clean tail top-1 {float(clean_top1):.2f}" in printed
+    assert f"counterfactual {float(corrupt_top1):.2f}" in printed
 
 
 @pytest.mark.parametrize(

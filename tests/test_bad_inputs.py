@@ -198,6 +198,8 @@ override_case("zero_batch_size", "train.batch_size", "train.batch_size=0")
 override_case("zero_steps", "train.steps", "train.steps=0")
 override_case("zero_eval_interval", "eval.every", "eval.every=0")
 override_case("negative_learning_rate", "train.lr", "train.lr=-0.001")
+override_case("negative_weight_decay", "train.weight_decay", "train.weight_decay=-0.1")
+config_case("negative_weight_decay_in_file", "train.weight_decay", train={"weight_decay": -0.1})
 override_case("infinite_lambda", "task.lam", "task.lam=.inf")
 override_case("nan_learning_rate", "train.lr", "train.lr=.nan")
 override_case("absurd_batch_size", "train.batch_size", "train.batch_size=1000000000")
@@ -248,9 +250,16 @@ def out_is_a_file(ctx):
 
 
 @case
-def resume_with_set(ctx):
+def resume_with_set_of_another_key(ctx):
     copy = ctx.resumable_copy()
-    return Case(["run", "--resume", copy, "--set", "train.steps=20"], ["--resume"], watch=[copy])
+    args = ["run", "--resume", copy, "--set", "train.lr=0.5"]
+    return Case(args, ["--set train.lr"], watch=[copy])
+
+
+@case
+def resume_with_out(ctx):
+    copy = ctx.resumable_copy()
+    return Case(["run", "--resume", copy, "--out", ctx.tmp / "x"], ["--resume"], watch=[copy])
 
 
 @case
@@ -374,6 +383,31 @@ def data_dir_without_vocab(ctx):
     folder = ctx.dataset()
     (folder / "vocab.json").unlink()
     return data_dir_case(ctx, folder, folder / "vocab.json")
+
+
+@case
+def data_dir_with_a_dict_vocab_whose_ids_are_text(ctx):
+    folder = ctx.dataset()
+    tokens = json.loads((folder / "vocab.json").read_text())
+    (folder / "vocab.json").write_text(json.dumps({t: str(i) for i, t in enumerate(tokens)}))
+    return data_dir_case(ctx, folder, folder / "vocab.json", "ids")
+
+
+@case
+def data_dir_with_a_dict_vocab_with_a_gap_in_its_ids(ctx):
+    folder = ctx.dataset()
+    tokens = json.loads((folder / "vocab.json").read_text())
+    (folder / "vocab.json").write_text(json.dumps({t: i + (i > 3) for i, t in enumerate(tokens)}))
+    return data_dir_case(ctx, folder, folder / "vocab.json", "ids")
+
+
+@case
+def data_dir_with_an_explicit_cot_that_contradicts_the_data(ctx):
+    folder = ctx.tmp / "interleaved-dataset"
+    write_folder(tiny_task(cot="interleaved"), folder)
+    out = ctx.tmp / "new-run"
+    config = ctx.config(task={**TINY_TASK, "data_dir": str(folder), "cot": "none"})
+    return Case(["run", config, "--out", out], ["task.cot", "interleaved"], [folder], [out])
 
 
 @case
@@ -545,7 +579,7 @@ def trace_from_a_corrupt_checkpoint(ctx):
 
 @case
 def export_into_an_existing_run(ctx):
-    return Case(["export", ctx.run, ctx.run], ["--out", ctx.run])
+    return Case(["export", ctx.run, ctx.run], ["OUT", ctx.run])
 
 
 @case

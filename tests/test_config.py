@@ -24,13 +24,79 @@ def config_error(write_yaml, text: str, overrides: tuple[str, ...] = ()) -> str:
     return message
 
 
+# The documented defaults (DESIGN.md, README, `reasonlab config --defaults`), written out as
+# literals so that a changed default fails here instead of being compared with itself.
+DOCUMENTED_DEFAULTS = {
+    "name": None,
+    "task": {
+        "kind": "twohop",
+        "seed": 0,
+        "num_entities": 200,
+        "num_relations": 20,
+        "out_degree": 10,
+        "ood_fraction": 0.05,
+        "lam": 4.0,
+        "cot": "after_relations",
+        "noise_kind": "none",
+        "noise_ratio": 0.0,
+        "khop": [],
+        "id_test_fraction": 0.005,
+        "max_probe_size": 3000,
+        "data_dir": None,
+    },
+    "model": {
+        "kind": "gpt",
+        "n_layers": 4,
+        "d_model": 128,
+        "n_heads": 4,
+        "d_mlp": None,
+        "positions": "learned",
+        "tie_embeddings": False,
+        "dropout": 0.0,
+        "max_seq_len": None,
+    },
+    "train": {
+        "steps": 1000,
+        "batch_size": 512,
+        "lr": 1e-3,
+        "weight_decay": 0.1,
+        "betas": [0.9, 0.999],
+        "warmup_steps": 100,
+        "schedule": "constant",
+        "min_lr_ratio": 0.1,
+        "grad_clip": 1.0,
+        "seed": 0,
+        "device": "auto",
+        "precision": "auto",
+    },
+    "eval": {"every": 100, "threshold": 0.95, "batch_size": 1024, "at_start": True},
+    "log": {"checkpoints": "log", "keep_latest": True, "progress": True},
+}
+
+
 def test_task_only_yaml_gets_every_default(write_yaml):
+    """Every documented key has its documented value (new keys may be added beside them)."""
     cfg = load_config(write_yaml("task:\n  kind: twohop\n"))
     assert isinstance(cfg.task, TwoHopTaskConfig)
-    assert cfg == RunConfig()
-    assert cfg.model == ModelConfig()
-    assert cfg.task.num_entities == TwoHopTaskConfig().num_entities
-    assert cfg.train.steps == 1000 and cfg.eval.every == 100
+    resolved = cfg.model_dump(mode="json")
+    for section, expected in DOCUMENTED_DEFAULTS.items():
+        if not isinstance(expected, dict):
+            assert resolved[section] == expected, section
+            continue
+        actual = {key: resolved[section].get(key, "<missing>") for key in expected}
+        assert actual == expected, section
+    assert cfg == RunConfig() and cfg.model == ModelConfig()  # a file adds nothing of its own
+
+
+def test_threshold_default_is_095_and_summary_uses_it():
+    """eval.threshold defaults to 0.95 (DESIGN/README): steps_to_threshold counts 0.95, not 0.5."""
+    from reasonlab.config import EvalConfig
+    from reasonlab.train import History
+
+    assert EvalConfig().threshold == 0.95 and RunConfig().eval.threshold == 0.95
+    records = [{"step": 1, "probe": 0.6}, {"step": 2, "probe": 0.95}]
+    summary = History(records).summary(RunConfig().eval.threshold)
+    assert summary["steps_to_threshold"] == {"probe": 2}
 
 
 def test_empty_task_section_defaults_to_twohop(write_yaml):
@@ -104,6 +170,8 @@ def test_malformed_override_is_a_config_error(text):
         ("task: {}\ntrain:\n  steps: abc\n", (), "train.steps"),
         ("task: {}\ntrain:\n  steps: 0\n", (), "train.steps"),
         ("task: {}\ntrain:\n  batch_size: -2\n", (), "train.batch_size"),
+        ("task: {}\ntrain:\n  weight_decay: -0.1\n", (), "train.weight_decay"),
+        ("task: {}\n", ("train.weight_decay=-0.1",), "train.weight_decay"),
         ("task: {}\nmodel:\n  d_model: 0\n", (), "model.d_model"),
         ("task: {}\nmodel:\n  n_layers: -1\n", (), "model.n_layers"),
         ("task: {}\neval:\n  every: 0\n", (), "eval.every"),

@@ -119,7 +119,7 @@ def test_non_empty_out_is_refused_and_left_alone(run_dir: Path, tmp_path: Path, 
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     assert _cli("export", run_dir, "--format", "hf", out) == 2
-    assert "--out" in capsys.readouterr().err
+    assert "OUT" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert (out / "notes.txt").read_text() == "keep me"
 
@@ -140,3 +140,14 @@ def test_missing_transformers_is_a_config_error(run_dir: Path, tmp_path: Path, m
     monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
     with pytest.raises(ConfigError, match=r"reasonlab\[hf\]"):
         export_run(run_dir, tmp_path / "out")
+
+
+def test_export_keeps_a_non_default_mlp_width(tmp_path: Path) -> None:
+    """model.d_mlp != 4 * d_model: the GPT-2 config gets n_inner = d_mlp and the same logits."""
+    run_dir = _train(tmp_path / "run", d_mlp=48)
+    out = tmp_path / "hf"
+    assert _cli("export", run_dir, "--format", "hf", out) == 0
+    assert json.loads((out / "config.json").read_text())["n_inner"] == 48
+    hf = transformers.GPT2LMHeadModel.from_pretrained(out)
+    assert hf.transformer.h[0].mlp.c_fc.weight.shape == (32, 48)
+    assert _max_logit_diff(run_dir, out) < 1e-4

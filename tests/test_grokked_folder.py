@@ -143,3 +143,32 @@ def test_test_item_without_type(folder, tmp_path):
 
 def test_data_dir_that_is_not_a_folder(tmp_path):
     assert load_error(tmp_path / "absent").startswith("task.data_dir")
+
+
+def test_dict_vocab_is_read_in_id_order(tmp_path):
+    """A ``vocab.json`` of token -> id gives the ids it says, not the token order (alphabetical)
+    or the order the keys are written in."""
+    cfg = tiny_task(cot="after_relations")
+    write_folder(cfg, tmp_path)
+    generated = build_twohop(cfg)
+    tokens = json.loads((tmp_path / "vocab.json").read_text())
+    # ids: relations and </a> first, then entities backwards; keys written in a third order
+    order = [t for t in tokens if not t.startswith("<e_")] + [
+        t for t in reversed(tokens) if t.startswith("<e_")
+    ]
+    assert order != sorted(order)
+    mapping = {token: order.index(token) for token in sorted(tokens, key=len)}
+    assert list(mapping) != order and list(mapping) != sorted(order)
+    (tmp_path / "vocab.json").write_text(json.dumps(mapping))
+    loaded = build_twohop(cfg.model_copy(update={"data_dir": str(tmp_path)}))
+    assert loaded.vocab == order  # "<pad>" is in the written vocabulary, so nothing is added
+    assert loaded.vocab.index("<e_0>") == len(order) - 1
+    assert loaded.pad_id == order.index("<pad>")
+    # the same text under other ids: every sequence decodes as before
+    assert [loaded.decode(row) for row in loaded.train_tokens] == [
+        generated.decode(row) for row in generated.train_tokens
+    ]
+    assert torch.equal(loaded.train_loss_mask, generated.train_loss_mask)
+    probe, other = generated.probes["test_inferred_ood"], loaded.probes["test_inferred_ood"]
+    assert [loaded.decode(r) for r in other.tokens] == [generated.decode(r) for r in probe.tokens]
+    assert other.stages == probe.stages and torch.equal(other.scored, probe.scored)

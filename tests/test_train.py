@@ -47,8 +47,11 @@ def test_run_folder_files(reference_run):
         "config.json",
         "metrics.jsonl",
         "summary.json",
+        "vocab.json",
     ]
     assert json.loads((reference_run / "config.json").read_text()) == cfg.model_dump(mode="json")
+    vocab = json.loads((reference_run / "vocab.json").read_text())
+    assert vocab[:2] == ["<e_0>", "<e_1>"] and vocab[-2:] == ["</a>", "<pad>"]
     assert RunDir(reference_run).load_config() == cfg
     assert not list(reference_run.rglob(".*tmp*"))
 
@@ -214,6 +217,33 @@ def test_epoch_sampler_is_stateless():
         assert torch.equal(forward[step], backward[step])
     assert torch.equal(EpochSampler(50, 8, seed=0).batch(13), forward[13])
     assert not torch.equal(EpochSampler(50, 8, seed=1).batch(0), forward[0])
+
+
+def test_history_summary_by_hand():
+    """final = last record, best = max over records, steps_to_threshold = the FIRST evaluated
+    step at or above the threshold (a probe that crosses, dips and crosses again keeps the
+    first); never reached -> None; bookkeeping keys are not probes."""
+    from reasonlab.train import History
+
+    def record(step: int, **probes: float) -> dict:
+        bookkeeping = {"loss": 1.0 / (step + 1), "lr": 1e-3, "tokens": 10 * step}
+        return {"step": step, **bookkeeping, "elapsed_s": 0.5 * step, **probes}
+
+    records = [
+        record(0, up_down=0.10, exact=0.00, never=0.10),
+        record(2, up_down=0.96, exact=0.50, never=0.40),
+        record(4, up_down=0.80, exact=0.95, never=0.94),
+        record(6, up_down=0.99, exact=0.94, never=0.30),
+        record(8, up_down=0.90, exact=0.97, never=0.20, late=1.0),
+    ]
+    summary = History(records).summary(0.95)
+    assert summary["final"] == {"up_down": 0.90, "exact": 0.97, "never": 0.20, "late": 1.0}
+    assert summary["best"] == {"up_down": 0.99, "exact": 0.97, "never": 0.94, "late": 1.0}
+    assert summary["steps_to_threshold"] == {"up_down": 2, "exact": 4, "never": None, "late": 8}
+    empty = History([]).summary(0.95)
+    assert (empty["final"], empty["best"], empty["steps_to_threshold"]) == ({}, {}, {})
+    lower = History(records).summary(0.3)["steps_to_threshold"]
+    assert lower == {"up_down": 2, "exact": 2, "never": 2, "late": 8}
 
 
 def test_config_hash_ignores_device_but_not_training():

@@ -22,6 +22,7 @@ from reasonlab.tasks.twohop import (
     chains_to_probe,
     chains_to_training,
     encode,
+    probe_chains,
 )
 
 
@@ -189,6 +190,32 @@ def test_k_hop_probes_in_task_data():
     assert probe.stages == {"bridge1": 4, "bridge2": 5, "tail": 6}
 
 
+@pytest.mark.parametrize("cot", ["after_relations", "interleaved"])
+def test_k_hop_probes_are_named_by_their_split(cot):
+    """test_inferred_{k}hop_iid holds only ID facts at every hop, _ood only OOD facts: in the
+    named test sets and in the probes' tokens as trained on."""
+    cfg = tiny_task(num_entities=60, ood_fraction=0.3, khop=[3, 4], cot=cot)
+    splits = build_splits(cfg)
+    tail, ood = fact_tables(splits.graph)
+    named = probe_chains(splits, cfg)
+    data = build_twohop(cfg)
+    for k in (3, 4):
+        for split, is_ood in (("iid", False), ("ood", True)):
+            name = f"test_inferred_{k}hop_{split}"
+            chains = named[name]
+            assert len(chains) > 0 and chains.hops == k
+            assert (hop_ood(chains, ood) == is_ood).all(), name
+            tokens = data.probes[name].tokens.numpy()
+            assert tokens.shape[0] == len(chains)
+            if cot == "after_relations":  # h r1 .. rk b1 .. b(k-1) t </a>
+                relations, bridges = tokens[:, 1 : 1 + k] - 60, tokens[:, 1 + k : 2 * k]
+            else:  # h r1 b1 r2 ... b(k-1) rk t </a>
+                relations, bridges = tokens[:, 1 : 2 * k : 2] - 60, tokens[:, 2 : 2 * k - 1 : 2]
+            decoded = Chains(tokens[:, 0], relations, bridges, tokens[:, 2 * k])
+            assert_true_compositions(decoded, tail)
+            assert (hop_ood(decoded, ood) == is_ood).all(), name
+
+
 def test_probes_are_sampled_down_to_max_probe_size():
     data = build_twohop(tiny_task(num_entities=60, max_probe_size=10))
     assert all(len(probe) <= 10 for probe in data.probes.values())
@@ -319,6 +346,43 @@ def test_task_data_layout_and_masks(cot):
     assert ood.given[0].nonzero().flatten().tolist() == given
     if cot == "interleaved":
         assert any("r2" in note for note in data.notes)
+
+
+# The tokens the loss is trained on, by value, per CoT pattern (tiny task: relation j is 30 + j).
+TRAINED_PARTS = {
+    "none": lambda c: [c.tails],
+    "after_relations": lambda c: [c.bridges[:, 0], c.tails],
+    "interleaved": lambda c: [c.bridges[:, 0], c.tails],  # r2 between them is given
+    "restated": lambda c: [
+        c.heads,
+        30 + c.relations[:, 0],
+        c.bridges[:, 0],
+        30 + c.relations[:, 1],
+        c.tails,
+    ],
+}
+
+
+@pytest.mark.parametrize("cot", list(LAYOUTS))
+def test_loss_mask_selects_exactly_the_completion(cot):
+    """Row by row, the masked tokens are the completion (bridge, tail, </a>; the restated
+    question too for `restated`): never the prompt, a given token or padding."""
+    cfg = tiny_task(cot=cot)
+    data, splits = build_task(cfg), build_splits(cfg)
+    tokens, mask = data.train_tokens.numpy(), data.train_loss_mask.numpy()
+    end = data.vocab.index("</a>")
+    n_atomic = len(splits.atomic)
+    atomic_trained = tokens[:n_atomic][mask[:n_atomic]].reshape(n_atomic, -1)
+    np.testing.assert_array_equal(atomic_trained[:, 0], splits.atomic.tails)
+    assert (atomic_trained[:, 1] == end).all() and atomic_trained.shape[1] == 2
+    chains = splits.train_chains
+    expected = np.stack([*TRAINED_PARTS[cot](chains), np.full(len(chains), end)], axis=1)
+    chain_trained = tokens[n_atomic:][mask[n_atomic:]].reshape(len(chains), -1)
+    np.testing.assert_array_equal(chain_trained, expected)
+    # and the positions: the trained tokens sit right after the prompt (given ones skipped)
+    _, prompt_len, given, _ = LAYOUTS[cot]
+    positions = np.flatnonzero(mask[n_atomic])
+    assert positions.tolist() == [p for p in range(prompt_len, tokens.shape[1]) if p not in given]
 
 
 def test_relations_and_entities_sit_in_their_slots():

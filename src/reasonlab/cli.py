@@ -1,11 +1,14 @@
 """The ``reasonlab`` command line: each command is a thin call into the library.
 
 Exit codes: 0 success, 2 bad input (one line naming the field or file, no traceback),
-1 internal error, 130 interrupted.
+1 internal error, 130 interrupted (with one line saying what was saved and how to resume).
+``reasonlab`` without a command (or ``reasonlab analyze`` without one) prints the help, as
+``--help`` does, and exits 0.
 """
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 import time
@@ -21,12 +24,35 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     help="reasonlab: controlled experiments on how small sequence models learn to reason.",
+    epilog="Exit codes: 0 success, 2 bad input, 1 internal error, 130 interrupted. "
+    "Every config key with its default: reasonlab config --defaults.",
 )
 
 analyze_app = typer.Typer(help="Open a trained run up: logit lens, causal tracing.")
 app.add_typer(analyze_app, name="analyze")
 
 SET_HELP = "Override a config key, e.g. --set train.lr=3e-4 (repeatable)."
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from reasonlab import __version__
+
+        typer.echo(f"reasonlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    pass
 
 
 def _interrupt_on_sigterm() -> None:
@@ -38,32 +64,59 @@ def _interrupt_on_sigterm() -> None:
 
 @app.command()
 def run(
-    config: Path | None = typer.Argument(None, help="YAML config (omit with --resume)."),
+    config: Path | None = typer.Argument(
+        None, metavar="CONFIG", help="YAML config (omit with --resume)."
+    ),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     out: Path | None = typer.Option(None, "--out", help="Run folder (default runs/NAME-TIME)."),
-    resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this folder."),
+    resume: Path | None = typer.Option(
+        None,
+        "--resume",
+        help="Continue the run in this folder; with --set train.steps=N continue a finished "
+        "run to N steps.",
+    ),
+    allow_data_change: bool = typer.Option(
+        False,
+        "--allow-data-change",
+        help="With --resume: continue although the task rebuilds to other data than the run "
+        "recorded (noted in the run's summary).",
+    ),
 ) -> None:
     """Train one run."""
-    from reasonlab.runs import RunDir
-    from reasonlab.train import train
+    from reasonlab.runs import RunDir, folder_name
+    from reasonlab.train import extend_config, train
 
     _interrupt_on_sigterm()
     if resume is not None:
-        if config is not None or set_ or out is not None:
-            raise ConfigError("--resume: takes only the run folder (no CONFIG, --set or --out)")
+        if config is not None or out is not None:
+            raise ConfigError("--resume: takes only the run folder (no CONFIG or --out)")
         run_dir = RunDir(resume)
         cfg = run_dir.load_config()
+        if set_:
+            cfg = extend_config(cfg, set_)
         previous = run_dir.summary() or {}
-        if previous.get("status") == "completed":
-            typer.echo(f"{resume}: already completed")
+        if previous.get("status") == "completed" and not set_:
+            typer.echo(
+                f"{resume}: already completed at step {cfg.train.steps}; continue it with "
+                f"reasonlab run --resume {resume} --set train.steps=N"
+            )
             return
-        summary = train(cfg, resume, resume=True)
+        summary = train(
+            cfg,
+            resume,
+            resume=True,
+            allow_data_change=allow_data_change,
+            on_resume=lambda step: typer.echo(f"{resume}: resuming at step {step}", err=True),
+        )
     else:
         if config is None:
             raise ConfigError("CONFIG: a config file is required (or --resume RUN_DIR)")
+        if allow_data_change:
+            raise ConfigError("--allow-data-change: only with --resume")
         cfg = load_config(config, set_)
         if out is None:
-            out = Path("runs") / f"{cfg.name or config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+            stem = folder_name(cfg.name or config.stem)
+            out = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         summary = train(cfg, out)
         resume = out
     final = ", ".join(f"{k} {v:.3f}" for k, v in summary["final"].items() if "." not in k)
@@ -72,27 +125,31 @@ def run(
 
 @app.command()
 def data(
-    config: Path = typer.Argument(..., help="YAML config whose task is written."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="YAML config whose task is written."),
     out: Path = typer.Option(..., "--out", help="Folder for the dataset files."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Write the dataset of a config's task (two-hop: the Grokked JSON layout)."""
+    from reasonlab.io import require_empty_folder
     from reasonlab.tasks import write_dataset
 
     cfg = load_config(config, set_)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"--out {out}: exists and is not empty; choose another folder")
+    require_empty_folder(out)
     counts = write_dataset(cfg.task, out)
     typer.echo(f"{out}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
 
 
 @app.command()
 def study(
-    name: str | None = typer.Argument(None, help="Study name (see --list)."),
+    name: str | None = typer.Argument(None, metavar="NAME", help="Study name (see --list)."),
     preset: str = typer.Option("cpu", "--preset", help="cpu (minutes on a laptop) or paper."),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Seeds per configuration."),
     out: Path | None = typer.Option(None, "--out", help="Study folder (default runs/NAME-PRESET)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a key in every run. " + SET_HELP),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Override a config key in every run, e.g. --set train.lr=3e-4 (repeatable).",
+    ),
     list_: bool = typer.Option(False, "--list", help="List the ready studies."),
     reuse: Path | None = typer.Option(
         None, "--reuse", help="Copy completed runs with identical configs from this study folder."
@@ -117,18 +174,36 @@ def study(
 
 @analyze_app.command("logit-lens")
 def analyze_logit_lens(
-    run_dir: Path = typer.Argument(..., help="A two-hop run folder."),
-    probe: str = typer.Option("test_inferred_ood", "--probe", help="Which probe's queries."),
-    target: str = typer.Option("bridge", "--target", help="bridge or tail."),
-    checkpoint: str = typer.Option("last", "--checkpoint", help="STEP, last or all."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A two-hop run folder."),
+    probe: str = typer.Option(
+        "test_inferred_ood",
+        "--probe",
+        help="Which probe's queries: a two-hop or k-hop probe (e.g. test_inferred_3hop_ood).",
+    ),
+    target: str = typer.Option(
+        "bridge",
+        "--target",
+        help="bridge or tail; on k-hop probes bridge1, bridge2, ... or tail (bridge = bridge1).",
+    ),
+    checkpoint: str = typer.Option(
+        "last", "--checkpoint", help="STEP, last or all (all also plots over training)."
+    ),
     queries: int = typer.Option(300, "--queries", min=1, help="Number of queries."),
+    allow_data_change: bool = typer.Option(
+        False,
+        "--allow-data-change",
+        help="Analyse although the task rebuilds to other data than the run recorded "
+        "(noted in the output JSON).",
+    ),
 ) -> None:
-    """Rank / MRR of the bridge or tail at every layer x position (JSON + PNG in RUN_DIR)."""
+    """Rank / MRR of a bridge or the tail at every layer x position: JSON + PNG per checkpoint
+    in RUN_DIR/analysis (named ...-stepN), and an over-training pair for --checkpoint all."""
     from reasonlab.analysis.runs import run_logit_lens
 
-    if target not in ("bridge", "tail"):
-        raise ConfigError(f"--target: {target!r} is not bridge or tail")
-    result = run_logit_lens(run_dir, probe, target, checkpoint, queries)
+    result = run_logit_lens(
+        run_dir, probe, target, checkpoint, queries, allow_data_change=allow_data_change
+    )
+    target = result["target"]
     for entry in result["checkpoints"]:
         layer = entry["first_top1_layer"]
         where = "never" if layer is None else result["layers"][layer]
@@ -142,50 +217,80 @@ def analyze_logit_lens(
 
 @analyze_app.command("trace")
 def analyze_trace(
-    run_dir: Path = typer.Argument(..., help="A two-hop run folder."),
-    probe: str = typer.Option("test_inferred_ood", "--probe", help="Which probe's queries."),
-    change: str = typer.Option("bridge", "--change", help="head, r1, r2 or bridge."),
-    target: str = typer.Option("tail", "--target", help="bridge or tail."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A two-hop run folder."),
+    probe: str = typer.Option(
+        "test_inferred_ood",
+        "--probe",
+        help="Which probe's queries: a two-hop or k-hop probe (e.g. test_inferred_3hop_ood).",
+    ),
+    change: str = typer.Option(
+        "bridge",
+        "--change",
+        help="head, r1, r2 or bridge (only the written bridge); on k-hop probes also r3, ... "
+        "and bridge1, bridge2, ...",
+    ),
+    target: str = typer.Option(
+        "tail", "--target", help="bridge or tail; on k-hop probes bridge1, bridge2, ... or tail."
+    ),
     hook: str = typer.Option("resid", "--hook", help="resid, attn_out or mlp_out."),
-    checkpoint: str = typer.Option("last", "--checkpoint", help="STEP, last or all."),
+    checkpoint: str = typer.Option(
+        "last", "--checkpoint", help="STEP, last or all (all also plots over training)."
+    ),
     queries: int = typer.Option(300, "--queries", min=1, help="Number of queries."),
+    allow_data_change: bool = typer.Option(
+        False,
+        "--allow-data-change",
+        help="Analyse although the task rebuilds to other data than the run recorded "
+        "(noted in the output JSON).",
+    ),
 ) -> None:
-    """Causal tracing: patch one layer x position from a counterfactual (JSON + PNG)."""
+    """Causal tracing: patch one layer x position from a counterfactual. JSON + PNG per
+    checkpoint in RUN_DIR/analysis (named ...-stepN), and an over-training pair for
+    --checkpoint all."""
     from reasonlab.analysis.runs import run_trace
-    from reasonlab.analysis.twohop_queries import CHANGES
 
-    if change not in CHANGES:
-        raise ConfigError(f"--change: {change!r} is not one of {', '.join(CHANGES)}")
-    if target not in ("bridge", "tail"):
-        raise ConfigError(f"--target: {target!r} is not bridge or tail")
-    result = run_trace(run_dir, probe, change, target, hook, checkpoint, queries)
-    last = result["checkpoints"][-1]
-    typer.echo(
-        f"step {last['step']}, {result['queries']} queries: clean {target} top-1 "
-        f"{last['clean_top1']:.2f}, counterfactual {last['corrupt_top1']:.2f}"
+    result = run_trace(
+        run_dir,
+        probe,
+        change,
+        target,
+        hook,
+        checkpoint,
+        queries,
+        allow_data_change=allow_data_change,
     )
-    typer.echo(
-        "share still answering the clean target (rows: layers, columns: "
-        + " ".join(result["positions"])
-        + ")"
-    )
-    for label, row in zip(result["layers"], last["top1"], strict=True):
-        cells = " ".join("  -  " if v is None else f"{v:5.2f}" for v in row)
-        typer.echo(f"  {label:>5} {cells}")
+    target = result["target"]
+    for entry in result["checkpoints"]:
+        typer.echo(
+            f"step {entry['step']}, {result['queries']} queries: clean {target} top-1 "
+            f"{entry['clean_top1']:.2f}, counterfactual {entry['corrupt_top1']:.2f}"
+        )
+        typer.echo(
+            "share still answering the clean target (rows: layers, columns: "
+            + " ".join(result["positions"])
+            + ")"
+        )
+        for label, row in zip(result["layers"], entry["top1"], strict=True):
+            cells = " ".join("  -  " if v is None else f"{v:5.2f}" for v in row)
+            typer.echo(f"  {label:>5} {cells}")
     typer.echo(f"wrote {Path(run_dir) / 'analysis'}")
 
 
 @app.command()
 def bench(
-    name: str = typer.Argument("step", help="step: one training step vs Hugging Face GPT-2."),
-    n_layers: int = typer.Option(4, "--layers", min=1),
-    d_model: int = typer.Option(128, "--width", min=1),
-    n_heads: int = typer.Option(4, "--heads", min=1),
-    batch_size: int = typer.Option(512, "--batch", min=1),
-    seq_len: int = typer.Option(5, "--seq-len", min=2),
-    repeats: int = typer.Option(20, "--repeats", min=1),
+    name: str = typer.Argument(
+        "step", metavar="NAME", help="step: one training step vs Hugging Face GPT-2."
+    ),
+    n_layers: int = typer.Option(4, "--layers", min=1, help="Blocks of both models."),
+    d_model: int = typer.Option(128, "--width", min=1, help="Residual width (d_model)."),
+    n_heads: int = typer.Option(4, "--heads", min=1, help="Attention heads (divide --width)."),
+    batch_size: int = typer.Option(512, "--batch", min=1, help="Sequences per step."),
+    seq_len: int = typer.Option(5, "--seq-len", min=2, help="Tokens per sequence."),
+    repeats: int = typer.Option(
+        20, "--repeats", min=1, help="Timed steps per model (after 3 untimed warm-up steps)."
+    ),
 ) -> None:
-    """Speed benchmarks against real peers, printed as JSON."""
+    """Speed benchmarks against real peers, printed as JSON (median seconds per step)."""
     import json
 
     from reasonlab.bench import step_time
@@ -202,8 +307,10 @@ def bench(
 
 @app.command()
 def export(
-    run_dir: Path = typer.Argument(..., help="A run folder."),
-    out: Path = typer.Argument(..., help="New (or empty) folder for the exported model."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run folder."),
+    out: Path = typer.Argument(
+        ..., metavar="OUT", help="A new (or empty) folder for the exported model."
+    ),
     format_: str = typer.Option("hf", "--format", help="hf: a Hugging Face GPT-2 checkpoint."),
     checkpoint: str = typer.Option("last", "--checkpoint", help="STEP or last."),
 ) -> None:
@@ -214,30 +321,102 @@ def export(
     typer.echo(f"{out}: step {record['step']} of {run_dir} as {format_}")
 
 
+@app.command("config")
+def config_keys(
+    config: Path | None = typer.Argument(
+        None, metavar="CONFIG", help="A YAML config to print resolved (every key filled in)."
+    ),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    defaults: bool = typer.Option(
+        False, "--defaults", help="Print every config key with its default and meaning."
+    ),
+    format_: str = typer.Option(
+        "yaml",
+        "--format",
+        help="With --defaults: yaml (a config file with a comment on every key) or markdown "
+        "(the table in README.md).",
+    ),
+) -> None:
+    """Print every config key with its default and meaning, or a config file resolved."""
+    import yaml
+
+    from reasonlab.config_doc import defaults_markdown, defaults_yaml
+
+    formats = {"yaml": defaults_yaml, "markdown": defaults_markdown}
+    if format_ not in formats:
+        raise ConfigError(f"--format: {format_!r} is not one of {', '.join(formats)}")
+    if defaults:
+        if config is not None or set_:
+            raise ConfigError("--defaults: takes no CONFIG or --set")
+        typer.echo(formats[format_](), nl=False)
+        return
+    if config is None and not set_:
+        raise ConfigError("CONFIG: give a config file (or --set) to resolve, or --defaults")
+    if format_ != "yaml":
+        raise ConfigError("--format: markdown is only for --defaults")
+    resolved = load_config(config, set_).model_dump(mode="json")
+    typer.echo(yaml.safe_dump(resolved, sort_keys=False), nl=False)
+
+
+def _interrupted_line(args: list[str]) -> str:
+    """One line for an interrupt (Ctrl-C, SIGTERM): how far the run got, what it kept and the
+    command that continues it. The run comes from the record the training progress leaves."""
+    from reasonlab.progress import current_run
+    from reasonlab.runs import RunDir
+
+    record, command = current_run(), args[0] if args else ""
+    run = RunDir(record.folder) if record is not None else None
+    try:
+        training = run is not None and (run.summary() or {}).get("status") == "interrupted"
+    except ConfigError:
+        training = False
+    state = "interrupted"
+    if training:
+        steps = run.checkpoint_steps()
+        kept = f"checkpoint of step {steps[-1]} kept" if steps else "no checkpoint yet"
+        state = f"interrupted at step {record.step} of {run.path} ({kept})"
+    if command == "study":
+        return f"{state}; completed runs are kept; resume with: reasonlab {shlex.join(args)}"
+    if command == "run" and training:
+        return f"{state}; resume with: reasonlab run --resume {shlex.quote(str(run.path))}"
+    if command == "run":
+        return "interrupted before training started; nothing to resume"
+    return state
+
+
 def _is_usage_error(error: Exception) -> bool:
     """Click's (or Typer's vendored click's) usage errors: bad option, missing argument, ..."""
     return callable(getattr(error, "format_message", None)) and getattr(error, "exit_code", 0) == 2
 
 
 def main(argv: list[str] | None = None) -> None:
+    from reasonlab.progress import forget_run
+
+    args = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     command = get_command(app)
+    # Bare `reasonlab` (or `reasonlab analyze`) is its --help (exit 0), not "Missing command".
+    if not args or (len(args) == 1 and hasattr(command.commands.get(args[0]), "commands")):
+        args = [*args, "--help"]
+    forget_run()  # a run record left by an earlier call in this process says nothing about this one
     try:
-        code = command.main(args=argv, standalone_mode=False, prog_name="reasonlab")
+        code = command.main(args=args, standalone_mode=False, prog_name="reasonlab")
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(_interrupted_line(args), file=sys.stderr)
         sys.exit(130)
     except Exception as error:
         if type(error).__name__ == "Abort":
-            print("interrupted", file=sys.stderr)
+            print(_interrupted_line(args), file=sys.stderr)
             sys.exit(130)
         if not _is_usage_error(error):
             raise
         message = " ".join(error.format_message().split())
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+    if code == 130:  # Typer turns KeyboardInterrupt (Ctrl-C, or SIGTERM in run/study) into 130
+        print(_interrupted_line(args), file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
 
 

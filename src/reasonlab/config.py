@@ -7,9 +7,10 @@ one-line message that names the offending field (the CLI turns it into exit code
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -40,7 +41,7 @@ class TaskConfig(StrictModel):
     """Base of every task config; subclasses register themselves by their ``kind``."""
 
     kind: str
-    seed: int = 0
+    seed: int = Field(0, description="seed of the generated data (graph, splits, noise)")
     registry: ClassVar[dict[str, type[TaskConfig]]] = {}
 
     @classmethod
@@ -58,19 +59,33 @@ NoiseKind = Literal["none", "tail", "bridge", "both"]
 class TwoHopTaskConfig(TaskConfig):
     """Two-hop (and k-hop) composition of random atomic facts (arXiv 2405.15071, 2502.04667)."""
 
-    kind: Literal["twohop"] = "twohop"
-    num_entities: int = Field(200, ge=2)
-    num_relations: int = Field(20, ge=1)
+    kind: Literal["twohop"] = Field("twohop", description="which task")
+    num_entities: int = Field(200, ge=2, description="entities of the knowledge graph")
+    num_relations: int = Field(20, ge=1, description="relation types")
     out_degree: int = Field(10, ge=1, description="distinct relations per entity")
     ood_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="share of atomic facts held OOD")
     lam: float = Field(4.0, gt=0.0, description="two-hop training facts / ID atomic facts")
-    cot: CotMode = "after_relations"
-    noise_kind: NoiseKind = "none"
-    noise_ratio: float = Field(0.0, ge=0.0, le=1.0, description="xi: share of noisy chains")
+    cot: CotMode = Field(
+        "after_relations",
+        description="CoT pattern of two-hop chains: none = h r1 r2 t, after_relations = "
+        "h r1 r2 b t, interleaved = h r1 b r2 t, restated = given h r1 r2, write h r1 b r2 t",
+    )
+    noise_kind: NoiseKind = Field(
+        "none", description="none, or what noise corrupts in a noisy chain: tail, bridge or both"
+    )
+    noise_ratio: float = Field(
+        0.0, ge=0.0, le=1.0, description="xi: share of training chains made noisy (tests clean)"
+    )
     khop: list[int] = Field(default_factory=list, description="extra k-hop test probes, k >= 3")
-    id_test_fraction: float = Field(0.005, gt=0.0, lt=1.0)
-    max_probe_size: int = Field(3000, ge=1, le=1_000_000)
-    data_dir: str | None = Field(None, description="train on a Grokked-layout folder instead")
+    id_test_fraction: float = Field(
+        0.005, gt=0.0, lt=1.0, description="share of ID two-hop chains held out as the ID test"
+    )
+    max_probe_size: int = Field(
+        3000, ge=1, le=1_000_000, description="most items per test probe (larger ones sampled)"
+    )
+    data_dir: str | None = Field(
+        None, description="train on this folder (Grokked / explicit-CoT JSON layout) instead"
+    )
 
     @field_validator("khop")
     @classmethod
@@ -99,16 +114,20 @@ class TwoHopTaskConfig(TaskConfig):
 
 
 class ModelConfig(StrictModel):
-    kind: Literal["gpt"] = "gpt"
-    n_layers: int = Field(4, ge=1, le=1024)
-    d_model: int = Field(128, ge=1)
-    n_heads: int = Field(4, ge=1)
-    d_mlp: int | None = Field(None, ge=1, description="default 4 * d_model")
-    positions: Literal["learned", "rotary"] = "learned"
-    tie_embeddings: bool = False
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    kind: Literal["gpt"] = Field("gpt", description="model family")
+    n_layers: int = Field(4, ge=1, le=1024, description="blocks")
+    d_model: int = Field(128, ge=1, description="width of the residual stream")
+    n_heads: int = Field(4, ge=1, description="attention heads per block (divides d_model)")
+    d_mlp: int | None = Field(None, ge=1, description="MLP hidden width (null: 4 * d_model)")
+    positions: Literal["learned", "rotary"] = Field(
+        "learned", description="position encoding: a learned table or rotary (RoPE)"
+    )
+    tie_embeddings: bool = Field(False, description="the unembedding reuses the embedding")
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="dropout on embeddings, attention and MLP outputs"
+    )
     max_seq_len: int | None = Field(
-        None, ge=1, le=1_000_000, description="default: the task's longest sequence"
+        None, ge=1, le=1_000_000, description="longest sequence (null: the task's longest)"
     )
 
     @model_validator(mode="after")
@@ -124,18 +143,24 @@ class ModelConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    steps: int = Field(1000, ge=1)
-    batch_size: int = Field(512, ge=1, le=1_048_576)
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.1, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = Field(100, ge=0)
-    schedule: Literal["constant", "cosine"] = "constant"
+    steps: int = Field(1000, ge=1, description="optimizer steps")
+    batch_size: int = Field(512, ge=1, le=1_048_576, description="sequences per step")
+    lr: float = Field(1e-3, gt=0.0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(
+        0.1, ge=0.0, description="AdamW weight decay (none on norms and biases)"
+    )
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    warmup_steps: int = Field(100, ge=0, description="steps of linear warm-up to lr")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="after warm-up: constant, or cosine down to min_lr_ratio * lr"
+    )
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="cosine floor, times lr")
-    grad_clip: float = Field(1.0, ge=0.0, description="0 disables clipping")
-    seed: int = 0
+    grad_clip: float = Field(1.0, ge=0.0, description="largest gradient norm; 0 disables clipping")
+    seed: int = Field(0, description="seed of the initialization and the batch order")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, fp32 on a CPU"
+    )
 
     @field_validator("betas")
     @classmethod
@@ -154,29 +179,38 @@ class TrainConfig(StrictModel):
 
 class EvalConfig(StrictModel):
     every: int = Field(100, ge=1, description="evaluate every this many steps (and at the end)")
-    threshold: float = Field(0.95, ge=0.0, le=1.0)
-    batch_size: int = Field(1024, ge=1, le=1_048_576)
+    threshold: float = Field(
+        0.95, ge=0.0, le=1.0, description="accuracy counted as reached (steps_to_threshold)"
+    )
+    batch_size: int = Field(1024, ge=1, le=1_048_576, description="sequences per eval batch")
     at_start: bool = Field(True, description="also evaluate the untrained model at step 0")
 
 
 class LogConfig(StrictModel):
     checkpoints: Literal["log", "final", "none"] = Field(
         "log",
-        description="log: at evaluations 1, 2, 4, 8, ... eval intervals in, and the last step",
+        description="checkpoints kept: log = at 1, 2, 4, 8, ... eval intervals and the last "
+        "step; final = the last step; none",
     )
     keep_latest: bool = Field(
         True, description="also keep the newest evaluation's checkpoint, for --resume"
     )
-    progress: bool = True
+    progress: bool = Field(
+        True, description="show progress (a live bar in a terminal, else a line per evaluation)"
+    )
 
 
 class RunConfig(StrictModel):
-    name: str | None = None
-    task: SerializeAsAny[TaskConfig] = Field(default_factory=TwoHopTaskConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    log: LogConfig = Field(default_factory=LogConfig)
+    name: str | None = Field(
+        None, description="run name, used for the run folder (null: the config file's name)"
+    )
+    task: SerializeAsAny[TaskConfig] = Field(
+        default_factory=TwoHopTaskConfig, description="the task: its data and probes"
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the model")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="optimization")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation")
+    log: LogConfig = Field(default_factory=LogConfig, description="checkpoints and progress")
 
     @field_validator("task", mode="before")
     @classmethod
@@ -198,15 +232,90 @@ class RunConfig(StrictModel):
 # ----------------------------------------------------------------------------- loading
 
 
-def _format_validation_error(error: ValidationError, prefix: str = "") -> str:
+def section_models(annotation: Any) -> list[type[BaseModel]]:
+    """The config classes a field holds: its own, the members of a union, or every registered
+    task kind for ``task``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation is TaskConfig:
+            return list(TaskConfig.registry.values())
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in section_models(arg)]
+
+
+def _models_at(root: type[BaseModel], path: list[str]) -> list[type[BaseModel]]:
+    """The config classes of the section at ``path`` below ``root`` (none: not a section)."""
+    models = [root]
+    for part in path:
+        fields = [model.model_fields[part] for model in models if part in model.model_fields]
+        models = [model for field in fields for model in section_models(field.annotation)]
+    return models
+
+
+def key_paths(root: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """Every leaf key below ``root`` (default RunConfig), dotted: name, task.kind, ..."""
+    paths: dict[str, None] = {}
+    for name, field in (root or RunConfig).model_fields.items():
+        path = f"{prefix}{name}"
+        sections = section_models(field.annotation)
+        if not sections:
+            paths[path] = None
+        for section in sections:
+            paths.update(dict.fromkeys(key_paths(section, path + ".")))
+    return list(paths)
+
+
+def _unknown_key(root: type[BaseModel], section: list[str], key: str) -> str:
+    """'unknown key' and the closest valid key: in the same section, else the same name in
+    another section, else the section's keys."""
+    models = _models_at(root, section)
+    keys = list(dict.fromkeys(name for model in models for name in model.model_fields))
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key (did you mean {close[0]}?)"
+    elsewhere = [path for path in key_paths() if path.rsplit(".", 1)[-1] == key]
+    if elsewhere:
+        return f"unknown key (did you mean {' or '.join(elsewhere)}?)"
+    where = f"keys of {'.'.join(section)}" if section else "top-level keys"
+    return f"unknown key ({where}: {', '.join(keys)})"
+
+
+def _section_not_a_mapping(path: str, models: list[type[BaseModel]], value: Any) -> str:
+    """A section given a value (``--set train=5``): say it is a section and how to set a key."""
+    example = next(
+        (
+            f"{path}.{name}={field.default}"
+            for model in models
+            for name, field in model.model_fields.items()
+            if name not in ("kind", "seed") and isinstance(field.default, (bool, int, float, str))
+        ),
+        f"{path}.KEY=VALUE",
+    )
+    if value is None:
+        return f"{path}: is an empty section; leave it out or set a key in it (e.g. {example})"
+    return f"{path}: is a section, not a value; set a key in it (e.g. --set {example})"
+
+
+def _format_validation_error(
+    error: ValidationError, prefix: str = "", root: type[BaseModel] | None = None
+) -> str:
+    """One line naming the field: pydantic's first error, in reasonlab's words. ``root`` is the
+    class validated (default RunConfig) and ``prefix`` its path in the config."""
+    root = root or RunConfig
     first = error.errors()[0]
-    location = ".".join(filter(None, [prefix, *(str(part) for part in first["loc"])]))
+    loc = [str(part) for part in first["loc"]]
+    location = ".".join(filter(None, [prefix, *loc]))
     message = first["msg"].removeprefix("Value error, ")
-    # Cross-field validators start their message with the field they blame: "n_heads: ...".
-    field_named = re.match(r"^([a-z_]+): (.*)$", message)
-    if field_named:
-        location = ".".join(filter(None, [location, field_named.group(1)]))
-        message = field_named.group(2)
+    if first["type"] == "extra_forbidden":
+        message = _unknown_key(root, loc[:-1], loc[-1])
+    elif first["type"] == "model_type" and _models_at(root, loc):
+        return _section_not_a_mapping(location, _models_at(root, loc), first.get("input"))
+    else:
+        # Cross-field validators start their message with the field they blame: "n_heads: ...".
+        field_named = re.match(r"^([a-z_]+): (.*)$", message)
+        if field_named:
+            location = ".".join(filter(None, [location, field_named.group(1)]))
+            message = field_named.group(2)
+        message = re.sub(r" or instance of \w+", "", message)  # no internal class names
     extra = len(error.errors()) - 1
     more = f" (and {extra} more error{'s' if extra > 1 else ''})" if extra else ""
     return f"{location or 'config'}: {message}{more}"
@@ -230,15 +339,23 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Applies ``--set`` texts (``key.sub=value``, the value read as YAML) to ``data``."""
     for text in overrides:
         path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {text!r}: {part} is not a section")
-            node = child
-        node[path[-1]] = value
+        set_key(data, path, value, f"--set {text!r}")
+    return data
+
+
+def set_key(data: dict[str, Any], path: list[str], value: Any, where: str) -> dict[str, Any]:
+    """``data[path[0]][path[1]]... = value`` with typed values (None stays None), making
+    sections on the way; ``where`` names the source in errors."""
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: {part} is not a section")
+        node = child
+    node[path[-1]] = value
     return data
 
 
@@ -246,7 +363,7 @@ def task_config_from_dict(data: Any) -> TaskConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError("task: expected a mapping")
+        raise ConfigError(_section_not_a_mapping("task", _models_at(RunConfig, ["task"]), data))
     kind = data.get("kind", "twohop")
     task_cls = TaskConfig.registry.get(kind) if isinstance(kind, str) else None
     if task_cls is None:
@@ -255,7 +372,7 @@ def task_config_from_dict(data: Any) -> TaskConfig:
     try:
         return task_cls.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_format_validation_error(error, prefix="task")) from None
+        raise ConfigError(_format_validation_error(error, prefix="task", root=task_cls)) from None
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:

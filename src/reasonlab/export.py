@@ -10,12 +10,15 @@ counterpart and are refused. ``transformers`` is imported only here, when an exp
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from reasonlab.config import ConfigError, TwoHopTaskConfig
+from reasonlab.config import ConfigError, RunConfig, TwoHopTaskConfig
+from reasonlab.io import make_dir, require_empty_folder
 from reasonlab.models.build import build_model
 from reasonlab.models.gpt import GPT
 from reasonlab.runs import RunDir, load_checkpoint_file, write_json
@@ -35,6 +38,22 @@ def _transformers() -> Any:
             "--format: hf export needs transformers (pip install 'reasonlab[hf]')"
         ) from None
     return transformers
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silences transformers' progress bars and log messages (its "Writing model shards" bar,
+    notes about generation configs) while an export runs, then restores its settings."""
+    logging = _transformers().utils.logging
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
@@ -113,6 +132,25 @@ def load_every_parameter(target: torch.nn.Module, state: dict[str, torch.Tensor]
     return target.eval()
 
 
+def run_vocab(run: RunDir, config: RunConfig) -> list[str] | None:
+    """The token of each id: the run's own vocab.json, or for runs made before it was written,
+    the generated two-hop vocabulary or the data_dir folder's."""
+    tokens = run.vocab()
+    if tokens is not None:
+        return tokens
+    task = config.task
+    if not isinstance(task, TwoHopTaskConfig):
+        return None
+    if task.data_dir is None:
+        return Vocabulary(task.num_entities, task.num_relations).tokens
+    from reasonlab.tasks.grokked_folder import read_vocab
+
+    try:
+        return read_vocab(Path(task.data_dir) / "vocab.json")
+    except ConfigError:
+        return None  # the folder is gone: the export still has the weights
+
+
 def export_run(
     run_dir: str | Path, out: str | Path, fmt: str = "hf", checkpoint: str = "last"
 ) -> dict[str, Any]:
@@ -121,8 +159,7 @@ def export_run(
     out = Path(out)
     if fmt not in FORMATS:
         raise ConfigError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"--out {out}: exists and is not empty; choose another folder")
+    require_empty_folder(out, "OUT")  # OUT is the command's second argument
     run = RunDir(run_dir)
     config = run.load_config()
     if config.model.kind != "gpt":
@@ -155,8 +192,10 @@ def export_run(
     except RuntimeError:
         raise ConfigError(f"{path}: does not fit the model of {run.config_path}") from None
 
-    hf = to_hf_gpt2(model.float().eval())
-    hf.save_pretrained(out)
+    make_dir(out, "OUT")
+    with _quiet_transformers():
+        hf = to_hf_gpt2(model.float().eval())
+        hf.save_pretrained(out)
     record: dict[str, Any] = {
         "format": fmt,
         "source_run": str(run.path.resolve()),
@@ -165,11 +204,9 @@ def export_run(
         "max_seq_len": seq_len,
         "task": config.task.kind,
     }
-    task = config.task
-    if isinstance(task, TwoHopTaskConfig) and task.data_dir is None:
-        tokens = Vocabulary(task.num_entities, task.num_relations).tokens
-        if len(tokens) == vocab_size:
-            write_json(out / "vocab.json", tokens)
-            record["vocab"] = "vocab.json"
+    tokens = run_vocab(run, config)
+    if tokens is not None and len(tokens) == vocab_size:
+        write_json(out / "vocab.json", tokens)
+        record["vocab"] = "vocab.json"
     write_json(out / "reasonlab_export.json", record)
     return record

@@ -29,8 +29,21 @@ def make_dir(path: Path, what: str = "--out") -> None:
     """mkdir -p; a path that cannot be a folder (a file in the way, no permission) is bad input."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file where a folder must be
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        where = "" if blocker == path else f"{blocker} "
+        raise ConfigError(f"{what} {path}: {where}is a file, expected a folder") from None
     except OSError as error:
         raise ConfigError(f"{what} {path}: cannot create the folder ({error.strerror})") from None
+
+
+def require_empty_folder(path: Path, what: str = "--out") -> None:
+    """An output folder must be new or empty: a file, or a folder holding anything, is refused
+    (before anything is written)."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path}: is a file, expected a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise ConfigError(f"{what} {path}: exists and is not empty; choose another folder")
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -13,17 +14,26 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 
 from reasonlab.io import atomic_path
 from reasonlab.runs import RunDir
 
 STAGE_SUFFIXES = (".bridge", ".tail", ".tail_given_true_bridge")
+ROTARY_NOTE = "PLACEHOLDER"
 
 
 def variant_of(run_name: str) -> str:
     """'cot-interleaved-s1' -> 'cot-interleaved' (runs of one variant share a colour)."""
     head, _, seed = run_name.rpartition("-s")
     return head if head and seed.isdigit() else run_name
+
+
+def seed_curve(runs: list[list[dict[str, Any]]], key: str) -> tuple[list[int], np.ndarray]:
+    """Steps at which every run of a variant has ``key``, and their values (runs, steps)."""
+    by_run = [{r["step"]: r[key] for r in records if r.get(key) is not None} for records in runs]
+    steps = sorted(set.intersection(*(set(values) for values in by_run))) if by_run else []
+    return steps, np.array([[values[s] for s in steps] for values in by_run], dtype=float)
 
 
 def plot_curves(
@@ -33,29 +43,29 @@ def plot_curves(
     path: Path | None = None,
     threshold: float | None = None,
 ) -> bytes:
-    """One panel per metric key, accuracy vs step, one line per run; returns PNG bytes."""
+    """One panel per metric key, accuracy vs step, one colour per variant; returns PNG bytes.
+    A variant with one seed is one line; with several, the line is the mean over seeds at the
+    steps every seed reached and the shaded band spans their minimum to maximum."""
     columns = min(3, len(keys))
     rows = -(-len(keys) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.1 * rows), squeeze=False)
     variants = sorted({variant_of(name) for name in histories})
     colours = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
+    seeds: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
+    for run_name, records in histories.items():
+        seeds[variant_of(run_name)].append(records)
     for axis, key in zip(axes.flat, keys, strict=False):
-        labelled: set[str] = set()
-        for run_name, records in histories.items():
-            points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
-            if not points:
+        for variant in variants:
+            steps, values = seed_curve(seeds[variant], key)
+            if not steps:
                 continue
-            variant = variant_of(run_name)
-            steps, values = zip(*points, strict=True)
-            axis.plot(
-                steps,
-                values,
-                color=colours[variant],
-                lw=1.6,
-                alpha=0.9,
-                label=variant if variant not in labelled else None,
-            )
-            labelled.add(variant)
+            many = len(values) > 1
+            label = f"{variant} (mean of {len(values)} seeds)" if many else variant
+            axis.plot(steps, values.mean(0), color=colours[variant], lw=1.6, label=label)
+            if many:
+                axis.fill_between(
+                    steps, values.min(0), values.max(0), color=colours[variant], alpha=0.2, lw=0
+                )
         if threshold is not None:
             axis.axhline(threshold, color="grey", lw=0.8, ls=":")
         axis.set_title(key, fontsize=10)
@@ -67,9 +77,13 @@ def plot_curves(
     axes.flat[0].set_ylabel("exact-match accuracy")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+        ncol = min(len(labels), 3 if any("mean of" in label for label in labels) else 5)
+        fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
+        legend_in = 0.3 * -(-len(labels) // ncol)  # inches: one row of legend per ncol labels
+    else:
+        legend_in = 0.0
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    fig.tight_layout(rect=(0, (0.05 + legend_in) / fig.get_size_inches()[1], 1, 0.96))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
@@ -85,6 +99,11 @@ def img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def figure(png: bytes, alt: str, caption: str) -> str:
+    """An embedded image with its caption, in a box that keeps a margin from its neighbours."""
+    return f"<figure>{img(png, alt)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "–"
@@ -93,11 +112,89 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def spread(values: list[float | None], digits: int = 3, counted: str = "with a value") -> str:
+    """'mean ± std (min–max)' over the values that exist, and how many exist when some don't;
+    one value is shown alone, none as '–'."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return f"– (0/{len(values)} {counted})" if len(values) > 1 else "–"
+    array = np.array(present)
+    text = f"{array[0]:.{digits}f}"
+    if len(array) > 1:
+        text = (
+            f"{array.mean():.{digits}f} ± {array.std(ddof=1):.{digits}f} "
+            f"({array.min():.{digits}f}–{array.max():.{digits}f})"
+        )
+    if len(present) < len(values):
+        text += f", {len(present)}/{len(values)} {counted}"
+    return text
+
+
 def table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
     table_html = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     return f'<div class="wide">{table_html}</div>'  # wide tables scroll, not the page
+
+
+KHOP_PROBE = re.compile(r"^test_inferred_(\d+)hop_(iid|ood)$")
+
+
+def khop_section(probes: list[str], runs: dict[str, dict[str, Any]]) -> list[str]:
+    """What the k-hop probes measure, why they fail with learned positions, and their per-stage
+    scores (each bridge, the tail), so that a row of zeros is not left unexplained."""
+    from reasonlab.tasks.twohop import layout
+
+    hops = sorted({int(m.group(1)) for p in probes if (m := KHOP_PROBE.match(p))})
+    if not hops:
+        return []
+    names = ", ".join(f"test_inferred_{k}hop_iid / _ood" for k in hops)
+    parts = [
+        "<h2>The k-hop probes</h2>",
+        f"<p>{html.escape(names)} ask a question of {' or '.join(map(str, hops))} hops "
+        "(h r1 r2 r3 ...) that the model answers directly, in one pass, writing every bridge "
+        "(with CoT) and the tail itself; training shows it one- and two-hop facts only. A "
+        "query counts only when the whole completion is right.</p>",
+    ]
+    learned = {n: r for n, r in runs.items() if r["config"]["model"]["positions"] == "learned"}
+    if learned:
+        cots = sorted({r["config"]["task"]["cot"] for r in learned.values()})
+        lengths = "; ".join(
+            f"{cot}: {layout(hops[-1], cot).length} tokens against {layout(2, cot).length}"
+            for cot in cots
+        )
+        parts.append(
+            f"<p>With learned position embeddings ({len(learned)} of {len(runs)} runs here) "
+            "they fail for a reason that is not reasoning: a k-hop sequence is longer than any "
+            f"training sequence ({html.escape(lengths)}), so the last tokens of its completion "
+            "are predicted at positions that were never trained. The "
+            "paper (arXiv 2502.04667) does not ask them in one pass: it answers a three-hop "
+            "question with two chained two-hop CoT queries, the second starting from the "
+            "first one's answer, and reports 96% of 100 OOD three-hop chains right with a "
+            "2-layer CoT model trained on two-hop facts only. reasonlab does not chain queries; "
+            f"{ROTARY_NOTE}</p>"
+        )
+    header = ["run", "positions"]
+    keys = []
+    for k in hops:
+        for split in ("iid", "ood"):
+            probe = f"test_inferred_{k}hop_{split}"
+            keys.append(probe)
+            header.append(probe)
+            bridges = ["bridge"] if k == 2 else [f"bridge{i + 1}" for i in range(k - 1)]
+            stages = [f"{probe}.{stage}" for stage in (*bridges, "tail")]
+            keys += stages
+            header += [f"{split} {key.split('.')[1]}" for key in stages]
+    rows = [
+        [name, run["config"]["model"]["positions"], *(run["final"].get(key) for key in keys)]
+        for name, run in runs.items()
+    ]
+    parts += [
+        "<p>Final accuracy per k-hop probe and per stage (each generated bridge, then the "
+        "tail after the model's own bridges):</p>",
+        table(header, rows),
+    ]
+    return parts
 
 
 def _describe(config: dict[str, Any]) -> str:
@@ -170,17 +267,26 @@ def write_study_report(
                 name,
                 *(run["final"].get(k) for k in headline.values()),
                 *(run["steps_to_threshold"].get(k) for k in headline.values()),
-                None if run.get("wall_s") is None else round(run["wall_s"], 1),
+                None if run.get("wall_s") is None else f"{run['wall_s']:.1f}",
                 run.get("status"),
             ]
         )
     by_variant: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for name, run in result["runs"].items():
         by_variant[variant_of(name)].append(run)
-    mean_rows = []
+    spread_rows = []
     for variant, runs in by_variant.items():
-        means = [sum(r["final"].get(k) or 0.0 for r in runs) / len(runs) for k in headline.values()]
-        mean_rows.append([variant, len(runs), *means])
+        spread_rows.append(
+            [
+                variant,
+                len(runs),
+                *(spread([r["final"].get(k) for r in runs]) for k in headline.values()),
+                *(
+                    spread([r["steps_to_threshold"].get(k) for r in runs], 0, "reached")
+                    for k in headline.values()
+                ),
+            ]
+        )
     all_rows = [
         [name, *(run["final"].get(k) for k in probes)] for name, run in result["runs"].items()
     ]
@@ -198,17 +304,30 @@ def write_study_report(
         "<h2>Accuracy over training</h2>",
         img(curves, "accuracy curves"),
         "<p>Exact match of the whole completion under greedy decoding; the dotted line is the "
-        f"threshold {threshold:g}.</p>",
+        f"threshold {threshold:g}. One colour per variant; with several seeds its line is the "
+        "mean over seeds and the shaded band spans the lowest to the highest seed.</p>",
     ]
     if stages:
         parts += ["<h2>Per CoT stage</h2>", img(stages, "per-stage accuracy")]
     parts += [
         "<h2>Final accuracy and steps to threshold</h2>",
         table(header, rows),
-        "<h3>Mean over seeds</h3>",
-        table(["variant", "seeds", *headline], mean_rows),
+        "<h3>Over seeds</h3>",
+        "<p>Per variant: mean ± sample standard deviation over its seeds (n − 1 in the "
+        "denominator; none with one seed) and, in brackets, the lowest and highest seed. Runs "
+        "without a value (never reached the threshold, or failed) are left out and counted.</p>",
+        table(
+            [
+                "variant",
+                "seeds",
+                *(f"final {label}" for label in headline),
+                *(f"steps to {threshold:g} ({label})" for label in headline),
+            ],
+            spread_rows,
+        ),
         "<h3>Every probe, final</h3>",
         table(["run", *probes], all_rows),
+        *khop_section(probes, result["runs"]),
     ]
     parts += sections or []
     if paper_rows:
@@ -240,6 +359,8 @@ def write_study_report(
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
         "padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
         "img{max-width:100%}.wide{overflow-x:auto;max-width:100%}"
+        "figure{display:inline-block;vertical-align:top;margin:0 1.2em 1.2em 0;max-width:100%}"
+        "figcaption{font-size:.85em;color:#555;max-width:32em}"
     )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(spec.name)}"

@@ -12,6 +12,8 @@ import json
 import os
 import platform
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,23 +51,41 @@ class RunDir:
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
     summary_path = property(lambda self: self.path / "summary.json")
     checkpoint_dir = property(lambda self: self.path / "checkpoints")
+    vocab_path = property(lambda self: self.path / "vocab.json")
 
     # -- creation and reading
 
-    def create(self, config: RunConfig) -> None:
-        """Makes a new run folder; refuses a folder that already holds anything."""
-        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+    def claim(self) -> None:
+        """Makes the (empty) folder of a new run, so that it can be locked; refuses a file and a
+        folder that already holds anything."""
+        self._refuse_occupied()
+        make_dir(self.path)
+
+    def create(self, config: RunConfig, vocab: list[str] | None = None) -> None:
+        """Writes a new run's config.json (and vocab.json, the token of each id, when the task
+        has a vocabulary) into an empty folder; refuses a folder that already holds anything.
+        Call it holding the lock, after ``claim``."""
+        self._refuse_occupied()
+        make_dir(self.checkpoint_dir)
+        if vocab:
+            write_json(self.vocab_path, vocab)
+        write_json(self.config_path, config.model_dump(mode="json"))
+
+    def _refuse_occupied(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"--out {self.path}: is a file, expected a folder")
+        if self.path.is_dir() and any(self.path.iterdir()):
             what = "a run (config.json)" if self.config_path.exists() else "other files"
             raise ConfigError(
                 f"--out {self.path}: already holds {what}; choose another folder"
                 + (" or --resume it" if self.config_path.exists() else "")
             )
-        make_dir(self.checkpoint_dir)
-        write_json(self.config_path, config.model_dump(mode="json"))
 
     def load_config(self) -> RunConfig:
         if not self.path.is_dir():
             raise ConfigError(f"{self.path}: no such run folder")
+        if not self.config_path.exists():
+            refuse_study_folder(self.path)
         data = read_json(self.config_path)
         if not isinstance(data, dict):
             raise ConfigError(f"{self.config_path}: expected a JSON object")
@@ -76,6 +96,26 @@ class RunDir:
 
     def summary(self) -> dict[str, Any] | None:
         return read_json(self.summary_path) if self.summary_path.exists() else None
+
+    def vocab(self) -> list[str] | None:
+        """The token of each id, as the run trained on it (None for runs made before 0.2)."""
+        if not self.vocab_path.exists():
+            return None
+        tokens = read_json(self.vocab_path)
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise ConfigError(f"{self.vocab_path}: expected a list of tokens")
+        return tokens
+
+    # -- the writer's lock
+
+    @contextmanager
+    def lock(self, what: str = "run folder") -> Iterator[None]:
+        """Holds an exclusive OS lock on the folder itself (flock on its descriptor) while the
+        block runs. The kernel drops it when the process dies, even by SIGKILL, so a killed run
+        stays resumable; no lock file is left behind. A second writer gets a ConfigError before
+        it changes anything. The folder must exist."""
+        with hold_lock(self.path, what):
+            yield
 
     # -- metrics
 
@@ -164,6 +204,76 @@ def load_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str,
         reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         raise ConfigError(f"{path}: not a readable safetensors checkpoint ({reason})") from None
     return tensors, metadata
+
+
+def folder_name(name: str) -> str:
+    """A config or run name made safe as one folder name: no separators, no leading dots (so
+    never ``..``), only letters, digits, ``.``, ``_`` and ``-``."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).lstrip(".-")
+    return safe[:100] or "run"
+
+
+def refuse_study_folder(path: Path) -> None:
+    """A study folder given where a run folder is expected: say so and list its runs."""
+    summary_path = path / "summary.json"
+    if not (path / "runs").is_dir() or not summary_path.exists():
+        return
+    try:
+        study = json.loads(summary_path.read_text()).get("study")
+    except (OSError, ValueError, AttributeError):
+        return
+    if study is None:
+        return
+    runs = sorted(p.name for p in (path / "runs").iterdir() if p.is_dir())
+    shown = ", ".join(str(path / "runs" / name) for name in runs[:6])
+    more = f" and {len(runs) - 6} more" if len(runs) > 6 else ""
+    raise ConfigError(
+        f"{path}: is a study folder ({study}), not a run folder; its runs: "
+        f"{shown or 'none yet'}{more}"
+    )
+
+
+@contextmanager
+def hold_lock(folder: Path, what: str = "run folder") -> Iterator[None]:
+    """An exclusive, non-blocking flock on ``folder``; see ``RunDir.lock``."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: run unlocked (documented in RELIABILITY)
+        yield
+        return
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError as error:
+        raise ConfigError(f"{folder}: cannot open the {what} ({error.strerror})") from None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"{folder}: the {what} is in use by another reasonlab process; "
+                "wait for it to finish (or stop it) and try again"
+            ) from None
+        yield
+    finally:
+        os.close(descriptor)  # closing the descriptor releases the lock
+
+
+def check_data_fingerprint(
+    run: RunDir, fingerprint: str, allow_change: bool = False
+) -> str | None:
+    """Compares the data rebuilt now with the fingerprint the run recorded when it was made.
+    A mismatch is a ConfigError naming both values, unless ``allow_change``; then the return
+    value is a note for the run (None when the data matches or nothing was recorded)."""
+    recorded = (run.summary() or {}).get("data_fingerprint")
+    if recorded is None or recorded == fingerprint:
+        return None
+    if not allow_change:
+        raise ConfigError(
+            f"{run.summary_path}: data_fingerprint {recorded} was recorded, but the task "
+            f"rebuilds to {fingerprint} (the data changed: another reasonlab version, a changed "
+            "task.data_dir folder?); --allow-data-change proceeds anyway and notes it in the run"
+        )
+    return f"data changed: recorded fingerprint {recorded}, continued with {fingerprint}"
 
 
 def is_log_spaced(step: int, every: int) -> bool:

@@ -12,7 +12,9 @@ import functools
 import hashlib
 import json
 import math
+import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +24,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reasonlab.config import ConfigError, RunConfig, TrainConfig
+from reasonlab.config import (
+    ConfigError,
+    RunConfig,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+)
 from reasonlab.evaluate import evaluate
 from reasonlab.models.build import build_model
-from reasonlab.runs import RunDir, is_log_spaced, versions, write_json
+from reasonlab.progress import Progress
+from reasonlab.runs import RunDir, check_data_fingerprint, is_log_spaced, versions, write_json
 from reasonlab.tasks import TaskData, build_task
 
 RESERVED_KEYS = ("step", "loss", "lr", "tokens", "elapsed_s")
@@ -47,7 +56,16 @@ def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
 
 
 def config_hash(config: RunConfig) -> str:
-    """Identifies what a checkpoint was trained on (the task, the model and the optimizer)."""
+    """Identifies what a checkpoint was trained on (the task, the model and the optimizer); the
+    device and the number of steps are left out, so a run can move or be continued."""
+    data = config.model_dump(mode="json", include={"task", "model", "train"})
+    data["train"].pop("device", None)
+    data["train"].pop("steps", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def legacy_config_hash(config: RunConfig) -> str:
+    """The hash of reasonlab 0.1.0 checkpoints, which counted the steps in: still resumable."""
     data = config.model_dump(mode="json", include={"task", "model", "train"})
     data["train"].pop("device", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -158,6 +176,7 @@ def unpack_state(
 @dataclass
 class History:
     records: list[dict[str, Any]] = field(default_factory=list)
+    step: int = 0  # the last optimizer step completed
 
     def probe_keys(self) -> list[str]:
         keys: dict[str, None] = {}
@@ -176,99 +195,143 @@ class History:
         return {"final": final, "best": best, "steps_to_threshold": reached}
 
 
-class Progress:
-    """A rich progress bar with loss, two headline accuracies and ETA (silent when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, start: int, headline: list[str]):
-        self.headline, self.bar = headline, None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-                transient=False,
-            )
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
-            self.bar.start()
-
-    def update(self, step: int, record: dict[str, Any] | None = None) -> None:
-        if self.bar is None:
-            return
-        fields = {}
-        if record is not None:
-            parts = [f"loss {record['loss']:.3f}"] if record.get("loss") is not None else []
-            parts += [f"{k} {record[k]:.2f}" for k in self.headline if k in record]
-            fields["info"] = "  ".join(parts)
-        self.bar.update(self.task, completed=step, **fields)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def headline_probes(data: TaskData) -> list[str]:
     preferred = [k for k in ("test_inferred_iid", "test_inferred_ood") if k in data.probes]
     return preferred or list(data.probes)[:2]
 
 
 def train(
-    config: RunConfig, out: str | Path, *, resume: bool = False, data: TaskData | None = None
+    config: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    data: TaskData | None = None,
+    allow_data_change: bool = False,
+    on_resume: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Trains one run into the folder ``out`` (new, or an existing one with ``resume``)."""
+    """Trains one run into the folder ``out`` (new, or an existing one with ``resume``).
+
+    The folder is locked for the whole call: another process that tries to train, resume or
+    analyse it meanwhile is refused and changes nothing. On resume the task is rebuilt and its
+    fingerprint compared with the one recorded when the run was made (``allow_data_change``
+    proceeds on a mismatch and notes it). A resume whose ``train.steps`` is larger than the
+    recorded one continues the run to the new length. ``on_resume(step)`` is called once every
+    check has passed, before training resumes at ``step``."""
     run = RunDir(out)
     device = resolve_device(config.train.device)
     autocast = uses_bf16(config.train, device)
     data = data if data is not None else build_task(config.task)
+    if data.resolved:  # what the data decides (e.g. the CoT pattern of a data_dir folder)
+        config = config.model_copy(update={"task": config.task.model_copy(update=data.resolved)})
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, data.vocab_size, data.max_seq_len).to(device)
     optimizer = make_optimizer(model, config.train)
     # Only now, with data and model built (bad input already refused), touch the folder.
     if resume:
-        start_step, state = _prepare_resume(run, config)
+        run.load_config()  # a clear error for a missing folder, a study folder, ...
     else:
-        run.create(config)
-        start_step, state = 0, None
-    elapsed_before, tokens_seen, records = 0.0, 0, []
-    if state is not None:
-        tensors, metadata = state
-        unpack_state(
-            tensors,
+        run.claim()
+    with run.lock():
+        return _train_locked(
+            config,
+            run,
+            data,
             model,
             optimizer,
-            metadata["param_groups"],
             device,
-            str(run.checkpoint_path(start_step)),
+            autocast,
+            resume,
+            allow_data_change,
+            on_resume,
         )
-        elapsed_before, tokens_seen = metadata["elapsed_s"], metadata["tokens"]
-    if resume:  # the checkpoint is restored: only now repair what a killed process left
-        records = _repair_for_resume(run, config, start_step if state is not None else -1)
 
-    history = History(records)
+
+def _train_locked(
+    config: RunConfig,
+    run: RunDir,
+    data: TaskData,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    autocast: bool,
+    resume: bool,
+    allow_data_change: bool,
+    on_resume: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    notes = list(data.notes) + schedule_notes(config.train)
+    fingerprint = data.fingerprint()
+    kept: set[int] = set()  # checkpoints kept for good beyond the schedule (continued runs)
+    elapsed_before, tokens_seen, records = 0.0, 0, []
+    if resume:
+        previous = run.summary() or {}
+        data_note = check_data_fingerprint(run, fingerprint, allow_data_change)
+        start_step, state = _prepare_resume(run, config)
+        recorded_steps = run.load_config().train.steps
+        kept = {int(s) for s in previous.get("continued_from", [])}
+        notes = list(dict.fromkeys([*previous.get("notes", []), *notes]))
+        if recorded_steps != config.train.steps:
+            if config.train.steps <= start_step:
+                raise ConfigError(
+                    f"train.steps: {config.train.steps} is not beyond step {start_step}, "
+                    "where the run's newest checkpoint is"
+                )
+            kept.add(start_step)
+            notes.append(
+                f"continued from step {start_step}: train.steps {recorded_steps} -> "
+                f"{config.train.steps}"
+            )
+        if data_note:
+            notes.append(data_note)
+        if state is not None:
+            tensors, metadata = state
+            path = str(run.checkpoint_path(start_step))
+            unpack_state(tensors, model, optimizer, metadata["param_groups"], device, path)
+            elapsed_before, tokens_seen = metadata["elapsed_s"], metadata["tokens"]
+        # every check passed and the checkpoint is restored: only now may the folder change
+        if on_resume is not None:
+            on_resume(start_step)
+        if recorded_steps != config.train.steps:
+            write_json(run.config_path, config.model_dump(mode="json"))
+        # repair what a killed process left behind
+        records = _repair_for_resume(run, config, start_step if state is not None else -1, kept)
+    else:
+        run.create(config, data.vocab)
+        start_step = 0
+    for note in notes:
+        if note.startswith(WARNING_PREFIX):
+            print(f"{run.path}: {note}", file=sys.stderr)
+
+    history = History(records, step=start_step)
     summary_base = {
         "status": "running",
         "steps": config.train.steps,
         "device": str(device),
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        "data_fingerprint": data.fingerprint(),
+        "data_fingerprint": fingerprint,
         "data_stats": data.stats,
-        "notes": data.notes,
+        "notes": notes,
         "versions": versions(),
     }
+    if kept:
+        summary_base["continued_from"] = sorted(kept)
     write_json(
         run.summary_path,
-        {**summary_base, **history.summary(config.eval.threshold), "wall_s": elapsed_before},
+        {
+            **summary_base,
+            **history.summary(config.eval.threshold),
+            "step": start_step,
+            "wall_s": elapsed_before,
+        },
     )
-    progress = Progress(config.log.progress, config.train.steps, start_step, headline_probes(data))
+    progress = Progress(
+        config.log.progress,
+        config.train.steps,
+        start_step,
+        headline_probes(data),
+        run=run.path,
+        eval_every=config.eval.every,
+        device=device.type,
+    )
     started = time.perf_counter()
     status, error = "failed", None
     try:
@@ -286,6 +349,7 @@ def train(
             elapsed_before,
             tokens_seen,
             started,
+            kept,
         )
         status = "completed"
     except KeyboardInterrupt:
@@ -296,16 +360,51 @@ def train(
         raise
     finally:
         progress.close()
+        checkpoints = run.checkpoint_steps()
         summary = {
             **summary_base,
             "status": status,
             **history.summary(config.eval.threshold),
+            "step": history.step,
+            "last_checkpoint": checkpoints[-1] if checkpoints else None,
             "wall_s": round(elapsed_before + time.perf_counter() - started, 3),
         }
+        if status != "completed" and checkpoints:
+            summary["resume"] = f"reasonlab run --resume {run.path}"
         if error:
             summary["error"] = error
         write_json(run.summary_path, summary)
     return summary
+
+
+WARNING_PREFIX = "warning: "
+
+
+def schedule_notes(cfg: TrainConfig) -> list[str]:
+    """Settings that are legal but rarely meant, said once in the run's notes (and on stderr)."""
+    if cfg.warmup_steps > cfg.steps:
+        reached = learning_rate(cfg.steps - 1, cfg)
+        return [
+            f"{WARNING_PREFIX}train.warmup_steps {cfg.warmup_steps} exceeds train.steps "
+            f"{cfg.steps}: the learning rate ends at {reached:.3g}, never reaching train.lr "
+            f"{cfg.lr:g}"
+        ]
+    return []
+
+
+def extend_config(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """A run's config with ``--set`` overrides for ``--resume``: only ``train.steps`` may change
+    (continue the run to more steps); anything else would make the checkpoints mean something
+    else."""
+    data = apply_overrides(config.model_dump(mode="json"), overrides)
+    extended = config_from_dict(data)
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if key != "train.steps":
+            raise ConfigError(
+                f"--set {key}: with --resume only train.steps can change (to continue a run)"
+            )
+    return extended
 
 
 CHECKPOINT_METADATA = {"elapsed_s": (int, float), "tokens": int, "param_groups": list}
@@ -320,7 +419,7 @@ def _prepare_resume(run: RunDir, config: RunConfig):
     step = steps[-1]
     path = run.checkpoint_path(step)
     tensors, metadata = run.load_checkpoint(step)
-    if metadata.get("config_hash") != config_hash(config):
+    if metadata.get("config_hash") not in (config_hash(config), legacy_config_hash(config)):
         raise ConfigError(f"{path}: checkpoint from another config")
     bad = [k for k, kind in CHECKPOINT_METADATA.items() if not isinstance(metadata.get(k), kind)]
     bad += [] if "rng.torch" in tensors else ["rng.torch"]
@@ -329,12 +428,14 @@ def _prepare_resume(run: RunDir, config: RunConfig):
     return step, (tensors, metadata)
 
 
-def _repair_for_resume(run: RunDir, config: RunConfig, step: int) -> list[dict[str, Any]]:
+def _repair_for_resume(
+    run: RunDir, config: RunConfig, step: int, kept: set[int]
+) -> list[dict[str, Any]]:
     """Undoes what a process killed after checkpoint ``step`` (-1: none) left behind: temporary
     files, a stale latest-only checkpoint, metrics past ``step`` and a torn last line."""
     run.remove_temporary_files()
     for stale in run.checkpoint_steps():
-        if stale < step and not permanent_checkpoint(config, stale):
+        if stale < step and not permanent_checkpoint(config, stale, kept):
             run.delete_checkpoint(stale)
     return run.truncate_metrics(step)
 
@@ -353,6 +454,7 @@ def _loop(
     elapsed_before: float,
     tokens_seen: int,
     started: float,
+    kept: set[int],
 ) -> None:
     train_cfg, eval_cfg = config.train, config.eval
     sampler = EpochSampler(len(data.train_tokens), train_cfg.batch_size, train_cfg.seed)
@@ -363,6 +465,7 @@ def _loop(
     latest_kept: int | None = run.checkpoint_steps()[-1] if start_step else None
 
     def log_evaluation(step: int, loss: float | None) -> dict[str, Any]:
+        progress.evaluating(step)
         accuracies = evaluate(model, data.probes, eval_cfg.batch_size, device, autocast)
         record = {
             "step": step,
@@ -377,7 +480,7 @@ def _loop(
         return record
 
     if start_step == 0 and eval_cfg.at_start:
-        progress.update(0, log_evaluation(0, None))
+        progress.evaluated(log_evaluation(0, None))
     model.train()
     loss_sum, loss_count = 0.0, 0
     for step in range(start_step, train_cfg.steps):
@@ -396,25 +499,25 @@ def _loop(
         optimizer.step()
         loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
         tokens_seen += int((tokens != data.pad_id).sum())
-        done = step + 1
+        done = history.step = step + 1
+        progress.step_done(done)
         if done % eval_cfg.every and done != train_cfg.steps:
-            if done % 10 == 0:
-                progress.update(done)
             continue
         record = log_evaluation(done, round(loss_sum / loss_count, 6))
         loss_sum, loss_count = 0.0, 0
-        progress.update(done, record)
+        progress.evaluated(record)
         latest_kept = _checkpoint(
-            config, run, model, optimizer, done, record, tokens_seen, latest_kept
+            config, run, model, optimizer, done, record, tokens_seen, latest_kept, kept
         )
 
 
-def permanent_checkpoint(config: RunConfig, step: int) -> bool:
-    """Whether the checkpoint of ``step`` is kept for good (not only as the latest one)."""
+def permanent_checkpoint(config: RunConfig, step: int, kept: set[int] = frozenset()) -> bool:
+    """Whether the checkpoint of ``step`` is kept for good (not only as the latest one): the
+    log-spaced schedule, the last step, and the steps a continued run started from."""
     log_cfg = config.log
     if log_cfg.checkpoints == "none":
         return False
-    if step == config.train.steps:
+    if step == config.train.steps or step in kept:
         return True
     return log_cfg.checkpoints == "log" and is_log_spaced(step, config.eval.every)
 
@@ -428,9 +531,10 @@ def _checkpoint(
     record: dict[str, Any],
     tokens_seen: int,
     latest_kept: int | None,
+    kept: set[int],
 ) -> int | None:
     last = step == config.train.steps
-    permanent = functools.partial(permanent_checkpoint, config)
+    permanent = functools.partial(permanent_checkpoint, config, kept=kept)
     if not (permanent(step) or config.log.keep_latest):
         return latest_kept
     metadata = {

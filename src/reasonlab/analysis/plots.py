@@ -1,7 +1,13 @@
-"""Heatmaps and line plots for the analysis commands (PNG, written atomically)."""
+"""Heatmaps and line plots for the analysis commands (PNG, written atomically).
+
+Titles are wrapped to the figure's width, and narrow heatmaps are widened to a minimum, so that
+no title is clipped and figures placed side by side in a report never run into each other.
+"""
 
 from __future__ import annotations
 
+import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -9,12 +15,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from reasonlab.io import atomic_path
 
+TITLE_SIZE = 9
+MIN_WIDTH = 4.2  # inches: room for a wrapped title above even a two-column heatmap
 
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
+
+def wrap_title(title: str, width_in: float, fontsize: float = TITLE_SIZE) -> str:
+    """``title`` broken into lines that fit ``width_in`` inches at ``fontsize`` points (about
+    0.6 em per character, a little wide for DejaVu Sans, so lines err on the short side)."""
+    chars = max(16, int(width_in * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.fill(line, chars) for line in title.split("\n"))
+
+
+def _save(fig, path: Path, rect: tuple[float, float, float, float] | None = None) -> None:
+    fig.tight_layout(rect=rect)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
@@ -33,7 +50,10 @@ def heatmap(
 ) -> None:
     """values (rows, >= len(columns)); layer 0 at the bottom, positions left to right."""
     values = np.asarray(values, dtype=float)[:, : len(columns)]
-    fig, axis = plt.subplots(figsize=(1.0 + 0.9 * len(columns), 0.9 + 0.42 * len(rows)))
+    width = max(MIN_WIDTH, 1.6 + 0.9 * len(columns))
+    title = wrap_title(title, 0.85 * width)  # the axes, not the colorbar, centre the title
+    height = 1.0 + 0.42 * len(rows) + 0.17 * title.count("\n")
+    fig, axis = plt.subplots(figsize=(width, height))
     image = axis.imshow(values, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap=cmap)
     axis.set_xticks(range(len(columns)), columns)
     axis.set_yticks(range(len(rows)), rows)
@@ -52,20 +72,66 @@ def heatmap(
             )
     if read_position is not None:
         axis.axvline(read_position + 0.5, color="red", lw=0.8, ls=":")
-    axis.set_title(title, fontsize=9)
+    axis.set_title(title, fontsize=TITLE_SIZE)
     fig.colorbar(image, ax=axis, fraction=0.05)
     _save(fig, path)
 
 
 def lines(series: dict[str, list[float]], xticks: list[str], title: str, path: Path) -> None:
-    fig, axis = plt.subplots(figsize=(5.5, 3.2))
+    """One line per series over the layers (x), values in [0, 1]."""
+    title = wrap_title(title, 0.85 * 5.5)
+    fig, axis = plt.subplots(figsize=(5.5, 3.2 + 0.17 * title.count("\n")))
     colours = plt.get_cmap("viridis")(np.linspace(0, 1, max(2, len(series))))
     for colour, (label, values) in zip(colours, series.items(), strict=False):
         axis.plot(range(len(values)), values, marker="o", color=colour, label=label)
     axis.set_xticks(range(len(xticks)), xticks)
     axis.set_ylim(-0.03, 1.03)
     axis.set_xlabel("layer")
-    axis.set_title(title, fontsize=9)
+    axis.set_title(title, fontsize=TITLE_SIZE)
     axis.legend(fontsize=7, ncol=2)
     axis.grid(alpha=0.3)
     _save(fig, path)
+
+
+def trace_over_training(
+    steps: list[int],
+    top1: np.ndarray,
+    clean_top1: list[float],
+    layers: list[str],
+    positions: list[str],
+    title: str,
+    path: Path,
+) -> None:
+    """Causal tracing over checkpoints: one panel per patched position, the share of queries
+    still answering the clean target (y) against the step (x), one line per layer; the dashed
+    line is the unpatched model's top-1 share. top1: (steps, layers, >= len(positions))."""
+    top1 = np.asarray(top1, dtype=float)
+    columns = min(4, len(positions))
+    rows = math.ceil(len(positions) / columns)
+    width = max(MIN_WIDTH, 2.7 * columns)
+    title = wrap_title(title, width)
+    lines_of_title = title.count("\n") + 1
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(width, 0.6 + 2.3 * rows + 0.2 * lines_of_title), squeeze=False
+    )
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(2, len(layers))))
+    for index, axis in enumerate(axes.flat):
+        if index >= len(positions):
+            axis.axis("off")
+            continue
+        for colour, label, values in zip(colours, layers, top1[:, :, index].T, strict=False):
+            axis.plot(steps, values, marker="o", ms=3, color=colour, label=label)
+        axis.plot(steps, clean_top1, color="black", ls="--", lw=1, label="unpatched")
+        axis.set_title(f"patched at {positions[index]}", fontsize=TITLE_SIZE)
+        axis.set_ylim(-0.03, 1.03)
+        axis.set_xlabel("step", fontsize=8)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.tick_params(labelsize=7)
+        axis.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("clean target top-1", fontsize=8)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), fontsize=7)
+    fig.suptitle(title, fontsize=TITLE_SIZE)
+    bottom = 0.5 / fig.get_size_inches()[1]  # room for the legend
+    top = 1 - 0.2 * lines_of_title / fig.get_size_inches()[1]
+    _save(fig, path, rect=(0, bottom, 1, top))

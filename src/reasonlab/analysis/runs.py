@@ -1,5 +1,19 @@
 """Analysis of a trained run folder: load a checkpoint, run the logit lens or causal tracing on a
-probe's queries, write JSON and a heatmap PNG under ``RUN_DIR/analysis/``. Never trains."""
+probe's queries, write JSON and a heatmap PNG under ``RUN_DIR/analysis/``. Never trains.
+
+Output files are named for what was analysed and the checkpoint step, so that analyses of
+different checkpoints all remain:
+
+- ``logit-lens-PROBE-TARGET-stepN.json`` / ``.png``: one checkpoint (JSON ``checkpoints`` holds
+  that one step);
+- ``trace-PROBE-CHANGE-TARGET-HOOK-stepN.json`` / ``.png``: likewise for causal tracing;
+- ``...-over-training.json`` / ``.png`` (same prefixes): written by ``--checkpoint all`` only,
+  and rewritten by every such call, so the plot always matches its JSON, which lists the steps.
+
+The run folder is locked while an analysis reads and writes it, so a folder being trained (or
+analysed by another process) is refused. The task is rebuilt once per call and its fingerprint
+compared with the one the run recorded.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +26,20 @@ from torch import nn
 
 from reasonlab.analysis.logit_lens import first_top1_layer, logit_lens
 from reasonlab.analysis.patching import HOOKS, patch_grid
-from reasonlab.analysis.plots import heatmap, lines
+from reasonlab.analysis.plots import heatmap, lines, trace_over_training
 from reasonlab.analysis.twohop_queries import (
+    can_change,
+    canonical,
+    change_names,
     counterfactual_chains,
     position_labels,
     query_tensors,
+    target_names,
 )
 from reasonlab.config import ConfigError, RunConfig, TwoHopTaskConfig
 from reasonlab.models.build import build_model
-from reasonlab.runs import RunDir, load_checkpoint_file, write_json
+from reasonlab.runs import RunDir, check_data_fingerprint, load_checkpoint_file, write_json
+from reasonlab.tasks import build_task
 from reasonlab.tasks.twohop import Chains, Vocabulary, build_splits, probe_chains
 
 
@@ -57,9 +76,11 @@ def load_model(
 
 
 class TwoHopRun:
-    """A two-hop run folder with its graph, its probes' chains and its vocabulary."""
+    """A two-hop run folder with its graph, its probes' chains and its vocabulary. Building one
+    rebuilds the task once and refuses data that differs from what the run was trained on
+    (unless ``allow_data_change``; ``data_note`` then says so); reuse it for several analyses."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, allow_data_change: bool = False):
         self.run = RunDir(run_dir)
         self.config = self.run.load_config()
         task = self.config.task
@@ -70,17 +91,23 @@ class TwoHopRun:
                 "task.data_dir: analysis rebuilds the graph, so it needs a generated task"
             )
         self.task = task
+        data = build_task(task)  # the sequences as trained, for the fingerprint and their length
+        self.data_note = check_data_fingerprint(self.run, data.fingerprint(), allow_data_change)
         self.splits = build_splits(task)
         self.chains = probe_chains(self.splits, task)
         self.vocab = Vocabulary(task.num_entities, task.num_relations)
-        self.seq_len = self.config.model.max_seq_len or _task_seq_len(task)
+        self.seq_len = data.max_seq_len
+
+    def probes(self) -> list[str]:
+        """The probes analysis takes: those whose chains have a bridge (two or more hops)."""
+        return [name for name, chains in self.chains.items() if chains.hops >= 2]
 
     def queries(self, probe: str, n: int, seed: int = 0) -> Chains:
-        if probe not in self.chains:
-            raise ConfigError(f"--probe: {probe!r} is not one of {', '.join(self.chains)}")
+        accepted = self.probes()
+        if probe not in accepted:
+            why = f" ({probe} has no bridge: one hop)" if probe in self.chains else ""
+            raise ConfigError(f"--probe: {probe!r} is not one of {', '.join(accepted)}{why}")
         chains = self.chains[probe]
-        if chains.hops != 2:
-            raise ConfigError(f"--probe: {probe} is not a two-hop probe")
         if len(chains) > n:
             chains = chains.take(
                 np.sort(np.random.default_rng(seed).choice(len(chains), n, replace=False))
@@ -97,77 +124,104 @@ class TwoHopRun:
         return path
 
 
-def _task_seq_len(task: TwoHopTaskConfig) -> int:
-    from reasonlab.tasks.twohop import layout
+def _open(run: str | Path | TwoHopRun, allow_data_change: bool) -> TwoHopRun:
+    return run if isinstance(run, TwoHopRun) else TwoHopRun(run, allow_data_change)
 
-    hops = [1, 2, *task.khop]
-    return max(layout(k, task.cot).length for k in hops)
+
+def _target(target: str, chains: Chains, probe: str) -> str:
+    """The canonical target name for this probe's chains, or a ConfigError listing the valid."""
+    name = canonical(target, chains.hops)
+    known = target_names(chains.hops)
+    if name not in known:
+        alias = " (bridge = bridge1)" if chains.hops > 2 else ""
+        raise ConfigError(
+            f"--target: {target!r} is not one of {', '.join(known)}{alias} for {probe}"
+        )
+    return name
 
 
 def run_logit_lens(
-    run_dir: str | Path,
+    run_dir: str | Path | TwoHopRun,
     probe: str = "test_inferred_ood",
     target: str = "bridge",
     checkpoint: str = "last",
     n_queries: int = 300,
+    *,
+    allow_data_change: bool = False,
 ) -> dict[str, Any]:
-    subject = TwoHopRun(run_dir)
-    chains = subject.queries(probe, n_queries)
-    tokens, target_ids, read = query_tensors(chains, subject.task.cot, subject.vocab, target)
-    labels = position_labels(subject.task.cot, read)
-    results = []
-    for step in select_steps(subject.run, checkpoint):
-        lens = logit_lens(subject.model(step), tokens, target_ids)
-        top1_at_read = lens.top1()[:, read].tolist()
-        results.append(
-            {
-                "step": step,
-                "mrr": lens.mrr().tolist(),
-                "mean_rank": lens.mean_rank().tolist(),
-                "top1": lens.top1().tolist(),
-                "top1_at_read": top1_at_read,
-                "mrr_at_read": lens.mrr()[:, read].tolist(),
-                "first_top1_layer": first_top1_layer(top1_at_read),
-            }
-        )
-    layers = _layer_labels(len(results[0]["mrr"]), "resid")
-    output = {
-        "run": str(subject.run.path),
-        "analysis": "logit_lens",
-        "probe": probe,
-        "target": target,
-        "cot": subject.task.cot,
-        "queries": len(chains),
-        "read_position": read,
-        "positions": labels,
-        "layers": layers,
-        "layer_note": "layer 0 = embeddings, layer i = after block i; first_top1_layer is "
-        "the first layer where >= half the queries rank the target first",
-        "checkpoints": results,
-    }
-    stem = subject.out_dir / f"logit-lens-{probe}-{target}"
-    write_json(stem.with_suffix(".json"), output)
-    last = results[-1]
-    heatmap(
-        np.array(last["mrr"]),
-        layers,
-        labels,
-        f"logit lens: MRR of the {target} ({probe}, step {last['step']})",
-        stem.with_suffix(".png"),
-        read_position=read,
-    )
-    if len(results) > 1:
-        lines(
-            {f"step {r['step']}": r["mrr_at_read"] for r in results},
-            layers,
-            f"MRR of the {target} at position {labels[read]} over training",
-            stem.with_name(stem.name + "-over-training.png"),
-        )
-    return output
+    """Logit lens of ``target`` (a bridge or the tail) on a probe's queries, at every layer and
+    position; writes one JSON + heatmap per checkpoint and, for ``all``, the over-training pair.
+    Returns the JSON content of every checkpoint plus ``files``, the paths written."""
+    subject = _open(run_dir, allow_data_change)
+    with subject.run.lock():
+        chains = subject.queries(probe, n_queries)
+        target = _target(target, chains, probe)
+        steps = select_steps(subject.run, checkpoint)
+        tokens, target_ids, read = query_tensors(chains, subject.task.cot, subject.vocab, target)
+        labels = position_labels(subject.task.cot, read, chains.hops)
+        results = []
+        for step in steps:
+            lens = logit_lens(subject.model(step), tokens, target_ids)
+            top1_at_read = lens.top1()[:, read].tolist()
+            results.append(
+                {
+                    "step": step,
+                    "mrr": lens.mrr().tolist(),
+                    "mean_rank": lens.mean_rank().tolist(),
+                    "top1": lens.top1().tolist(),
+                    "top1_at_read": top1_at_read,
+                    "mrr_at_read": lens.mrr()[:, read].tolist(),
+                    "first_top1_layer": first_top1_layer(top1_at_read),
+                }
+            )
+        layers = _layer_labels(len(results[0]["mrr"]), "resid")
+        output = {
+            "run": str(subject.run.path),
+            "analysis": "logit_lens",
+            "probe": probe,
+            "hops": chains.hops,
+            "target": target,
+            "cot": subject.task.cot,
+            "queries": len(chains),
+            "read_position": read,
+            "positions": labels,
+            "layers": layers,
+            "layer_note": "layer 0 = embeddings, layer i = after block i; first_top1_layer is "
+            "the first layer where >= half the queries rank the target first",
+            **({"data_note": subject.data_note} if subject.data_note else {}),
+            "checkpoints": results,
+        }
+        name = f"logit-lens-{probe}-{target}"
+        files = []
+        for entry in results:
+            stem = subject.out_dir / f"{name}-step{entry['step']}"
+            write_json(stem.with_suffix(".json"), {**output, "checkpoints": [entry]})
+            heatmap(
+                np.array(entry["mrr"]),
+                layers,
+                labels,
+                f"logit lens: MRR of the {target} ({probe}, step {entry['step']}, "
+                f"{len(chains)} queries)",
+                stem.with_suffix(".png"),
+                read_position=read,
+            )
+            files += [stem.with_suffix(".json"), stem.with_suffix(".png")]
+        if checkpoint == "all":
+            stem = subject.out_dir / f"{name}-over-training"
+            write_json(stem.with_suffix(".json"), output)
+            lines(
+                {f"step {r['step']}": r["mrr_at_read"] for r in results},
+                layers,
+                f"logit lens: MRR of the {target} at position {labels[read]} over training "
+                f"({probe}, {len(chains)} queries)",
+                stem.with_suffix(".png"),
+            )
+            files += [stem.with_suffix(".json"), stem.with_suffix(".png")]
+    return {**output, "files": [str(path) for path in files]}
 
 
 def run_trace(
-    run_dir: str | Path,
+    run_dir: str | Path | TwoHopRun,
     probe: str = "test_inferred_ood",
     change: str = "bridge",
     target: str = "tail",
@@ -175,84 +229,130 @@ def run_trace(
     checkpoint: str = "last",
     n_queries: int = 300,
     seed: int = 0,
+    *,
+    allow_data_change: bool = False,
 ) -> dict[str, Any]:
+    """Causal tracing: patch ``hook`` at each layer x position from counterfactual queries that
+    change one part (``change``) and read whether the clean ``target`` survives; files as in
+    ``run_logit_lens``. Works on two-hop and k-hop probes."""
     if hook not in HOOKS:
         raise ConfigError(f"--hook: {hook!r} is not one of {', '.join(HOOKS)}")
-    subject = TwoHopRun(run_dir)
+    subject = _open(run_dir, allow_data_change)
     cot = subject.task.cot
-    if change == "bridge" and cot == "none":
+    with subject.run.lock():
+        chains = subject.queries(probe, n_queries)
+        target = _target(target, chains, probe)
+        change = _change(change, target, chains, probe, cot)
+        steps = select_steps(subject.run, checkpoint)
+        clean, counterfactual = counterfactual_chains(
+            subject.splits.graph,
+            subject.task.num_relations,
+            chains,
+            change,
+            target,
+            np.random.default_rng(seed),
+        )
+        if len(clean) == 0:
+            raise ConfigError(f"--change: no valid counterfactual for {probe}")
+        clean_tokens, clean_target, read = query_tensors(clean, cot, subject.vocab, target)
+        corrupt_tokens, corrupt_target, _ = query_tensors(
+            counterfactual, cot, subject.vocab, target
+        )
+        labels = position_labels(cot, read, chains.hops)
+        results = []
+        for step in steps:
+            grid = patch_grid(
+                subject.model(step),
+                clean_tokens,
+                corrupt_tokens,
+                clean_target,
+                corrupt_target,
+                read,
+                hook=hook,
+            )
+            results.append(
+                {
+                    "step": step,
+                    "clean_top1": grid.clean_top1,
+                    "corrupt_top1": grid.corrupt_top1,
+                    "top1": _rows(grid.top1),
+                    "rank": _rows(grid.rank),
+                    "prob": _rows(grid.prob),
+                    "logit_diff": _rows(grid.logit_diff),
+                }
+            )
+        layers = _layer_labels(len(results[0]["top1"]), hook)
+        output = {
+            "run": str(subject.run.path),
+            "analysis": "causal_trace",
+            "probe": probe,
+            "hops": chains.hops,
+            "change": change,
+            "target": target,
+            "hook": hook,
+            "cot": cot,
+            "queries": len(clean),
+            "read_position": read,
+            "positions": labels,
+            "layers": layers,
+            "grid_note": "top1[layer][position]: share of queries still answering the clean "
+            "target after patching that activation from the counterfactual",
+            **({"data_note": subject.data_note} if subject.data_note else {}),
+            "checkpoints": results,
+        }
+        name = f"trace-{probe}-{change}-{target}-{hook}"
+        what = f"patch {hook} from counterfactual {change}: clean {target} still top-1"
+        files = []
+        for entry in results:
+            stem = subject.out_dir / f"{name}-step{entry['step']}"
+            write_json(stem.with_suffix(".json"), {**output, "checkpoints": [entry]})
+            heatmap(
+                np.array(entry["top1"], dtype=float),
+                layers,
+                labels,
+                f"{what} ({probe}, step {entry['step']}, {len(clean)} queries)",
+                stem.with_suffix(".png"),
+                read_position=read,
+                vmin=0.0,
+                vmax=1.0,
+                cmap="RdBu",
+            )
+            files += [stem.with_suffix(".json"), stem.with_suffix(".png")]
+        if checkpoint == "all":
+            stem = subject.out_dir / f"{name}-over-training"
+            write_json(stem.with_suffix(".json"), output)
+            trace_over_training(
+                [r["step"] for r in results],
+                np.array([r["top1"] for r in results], dtype=float),
+                [r["clean_top1"] for r in results],
+                layers,
+                labels,
+                f"{what}, over training ({probe}, {len(clean)} queries)",
+                stem.with_suffix(".png"),
+            )
+            files += [stem.with_suffix(".json"), stem.with_suffix(".png")]
+    return {**output, "files": [str(path) for path in files]}
+
+
+def _change(change: str, target: str, chains: Chains, probe: str, cot: str) -> str:
+    """The canonical part to change, or a ConfigError saying why it cannot be traced."""
+    name = canonical(change, chains.hops)
+    known = change_names(chains.hops)
+    if name not in known:
+        alias = " (bridge = bridge1)" if chains.hops > 2 else ""
         raise ConfigError(
-            "--change: bridge needs a CoT run (the bridge is not written without CoT)"
+            f"--change: {change!r} is not one of {', '.join(known)}{alias} for {probe}"
         )
-    chains = subject.queries(probe, n_queries)
-    clean, counterfactual = counterfactual_chains(
-        subject.splits.graph,
-        subject.task.num_relations,
-        chains,
-        change,
-        target,
-        np.random.default_rng(seed),
-    )
-    if len(clean) == 0:
-        raise ConfigError(f"--change: no valid counterfactual for {probe}")
-    clean_tokens, clean_target, read = query_tensors(clean, cot, subject.vocab, target)
-    corrupt_tokens, corrupt_target, _ = query_tensors(counterfactual, cot, subject.vocab, target)
-    labels = position_labels(cot, read)
-    results = []
-    for step in select_steps(subject.run, checkpoint):
-        grid = patch_grid(
-            subject.model(step),
-            clean_tokens,
-            corrupt_tokens,
-            clean_target,
-            corrupt_target,
-            read,
-            hook=hook,
+    if name.startswith("bridge") and cot == "none":
+        raise ConfigError(
+            f"--change: {change} needs a CoT run (the bridge is not written without CoT)"
         )
-        results.append(
-            {
-                "step": step,
-                "clean_top1": grid.clean_top1,
-                "corrupt_top1": grid.corrupt_top1,
-                "top1": _rows(grid.top1),
-                "rank": _rows(grid.rank),
-                "prob": _rows(grid.prob),
-                "logit_diff": _rows(grid.logit_diff),
-            }
+    if not can_change(name, target):
+        raise ConfigError(
+            f"--change: changing {name} cannot change the {target} (a change reaches only what "
+            "comes after it in the chain); change an earlier part or choose a later --target"
         )
-    layers = _layer_labels(len(results[0]["top1"]), hook)
-    output = {
-        "run": str(subject.run.path),
-        "analysis": "causal_trace",
-        "probe": probe,
-        "change": change,
-        "target": target,
-        "hook": hook,
-        "cot": cot,
-        "queries": len(clean),
-        "read_position": read,
-        "positions": labels,
-        "layers": layers,
-        "grid_note": "top1[layer][position]: share of queries still answering the clean "
-        "target after patching that activation from the counterfactual",
-        "checkpoints": results,
-    }
-    stem = subject.out_dir / f"trace-{probe}-{change}-{target}-{hook}"
-    write_json(stem.with_suffix(".json"), output)
-    last = results[-1]
-    heatmap(
-        np.array(last["top1"]),
-        layers,
-        labels,
-        f"patch {hook} from counterfactual {change}: clean {target} still top-1\n"
-        f"({probe}, step {last['step']}, {len(clean)} queries)",
-        stem.with_suffix(".png"),
-        read_position=read,
-        vmin=0.0,
-        vmax=1.0,
-        cmap="RdBu",
-    )
-    return output
+    return name
 
 
 def _layer_labels(rows: int, hook: str) -> list[str]:

@@ -3,7 +3,9 @@
 A study expands to one RunConfig per (variant, seed); runs go to ``OUT/runs/NAME`` and are trained
 one after the other. A run that already completed with the same config is reused, one that stopped
 is resumed, and a folder holding a different run is refused; so re-running a study after an
-interruption continues where it stopped. ``OUT/summary.json`` is rewritten after every run.
+interruption continues where it stopped, saying for each run "training", "skipped (completed)"
+or "resuming at step N". ``OUT/summary.json`` (study, preset, seeds, overrides, status, wall_s,
+runs) is rewritten after every run; the study folder is locked while the study runs.
 """
 
 from __future__ import annotations
@@ -11,13 +13,21 @@ from __future__ import annotations
 import copy
 import importlib
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reasonlab.config import ConfigError, RunConfig, apply_overrides, config_from_dict, read_yaml
+from reasonlab.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    config_from_dict,
+    read_yaml,
+    set_key,
+)
 from reasonlab.io import make_dir, read_json, write_json
-from reasonlab.runs import RunDir
+from reasonlab.runs import RunDir, hold_lock
 
 STUDY_DIR = Path(__file__).parent
 
@@ -56,7 +66,8 @@ STUDIES: dict[str, StudySpec] = _load_studies()
 def study_configs(
     spec: StudySpec, preset: str, seeds: int, overrides: list[str] | None = None
 ) -> dict[str, RunConfig]:
-    """Run name -> resolved config, for every variant and seed."""
+    """Run name -> resolved config, for every variant and seed. A variant's settings keep their
+    YAML types (``null`` stays None); ``--set`` overrides apply to every run after them."""
     if preset not in spec.presets:
         raise ConfigError(
             f"--preset: {preset!r} is not a preset of {spec.name} ({', '.join(spec.presets)})"
@@ -67,7 +78,9 @@ def study_configs(
     for variant, settings in spec.variants.items():
         for seed in range(seeds):
             data = copy.deepcopy(spec.presets[preset])
-            data = apply_overrides(data, [f"{k}={v}" for k, v in settings.items()])
+            for key, value in settings.items():
+                where = f"study {spec.name}, variant {variant}, {key}"
+                set_key(data, key.split("."), copy.deepcopy(value), where)
             data = apply_overrides(data, list(overrides or []))
             task, train = data.setdefault("task", {}), data.setdefault("train", {})
             task["seed"] = int(task.get("seed", 0)) + seed
@@ -96,19 +109,49 @@ def _copy_completed(source: Path, config: RunConfig, run_dir: Path) -> bool:
     return True
 
 
+def _plan(config: RunConfig, run_dir: Path) -> str:
+    """What the study will do with one run folder: train, skip or resume; a folder holding a
+    different run is refused before any run starts."""
+    run = RunDir(run_dir)
+    if not run.config_path.exists():
+        return "training"
+    if not _same_run(run.load_config(), config):
+        raise ConfigError(f"{run_dir}: holds a run with a different config; use another --out")
+    if (run.summary() or {}).get("status") == "completed":
+        return "skipped (completed)"
+    steps = run.checkpoint_steps()
+    return f"resuming at step {steps[-1] if steps else 0}"
+
+
 def _train_or_reuse(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     from reasonlab.train import train
 
     run = RunDir(run_dir)
     if not run.config_path.exists():
         return train(config, run_dir)
-    existing = run.load_config()
-    if not _same_run(existing, config):
-        raise ConfigError(f"{run_dir}: holds a run with a different config; use another --out")
     summary = run.summary() or {}
     if summary.get("status") == "completed":
         return summary
-    return train(existing, run_dir, resume=True)
+    return train(run.load_config(), run_dir, resume=True)
+
+
+def _check_study_folder(out: Path, name: str, preset: str) -> dict[str, Any] | None:
+    """The folder's previous study summary (None for a new folder); refuses a file, another
+    study's folder and a folder holding something else."""
+    summary_path = out / "summary.json"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, expected a folder")
+    if summary_path.exists():
+        previous = read_json(summary_path)
+        if not isinstance(previous, dict) or (previous.get("study"), previous.get("preset")) != (
+            name,
+            preset,
+        ):
+            raise ConfigError(f"--out {out}: holds another study; choose another folder")
+        return previous
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {out}: exists and is not a study folder; choose another folder")
+    return None
 
 
 def run_study(
@@ -119,40 +162,75 @@ def run_study(
     overrides: list[str] | None = None,
     reuse: str | Path | None = None,
 ) -> dict[str, Any]:
-    from reasonlab.report import write_study_report
-
+    """Trains (or skips, or resumes) every run of a study, then its analysis and its report.
+    Running it again continues where it stopped: completed runs are skipped, stopped ones
+    resumed. The study folder is locked while this runs."""
     if name not in STUDIES:
         raise ConfigError(f"NAME: unknown study {name!r} (known: {', '.join(STUDIES)})")
     spec = STUDIES[name]
     configs = study_configs(spec, preset, seeds, overrides)
     out = Path(out)
-    summary_path = out / "summary.json"
-    if summary_path.exists():
-        previous = read_json(summary_path)
-        if not isinstance(previous, dict) or (previous.get("study"), previous.get("preset")) != (
-            name,
-            preset,
-        ):
-            raise ConfigError(f"--out {out}: holds another study; choose another folder")
-    elif out.exists() and any(out.iterdir()):
-        raise ConfigError(f"--out {out}: exists and is not a study folder; choose another folder")
+    previous = _check_study_folder(out, name, preset) or {}
     make_dir(out / "runs")
-    result: dict[str, Any] = {"study": name, "preset": preset, "seeds": seeds, "runs": {}}
-    if not summary_path.exists():  # marks the folder as this study's before any run can fail
+    with hold_lock(out, "study folder"):
+        plan = {run_name: _plan(c, out / "runs" / run_name) for run_name, c in configs.items()}
+        return _run_planned(spec, preset, seeds, out, overrides, reuse, configs, plan, previous)
+
+
+def _run_planned(
+    spec: StudySpec,
+    preset: str,
+    seeds: int,
+    out: Path,
+    overrides: list[str] | None,
+    reuse: str | Path | None,
+    configs: dict[str, RunConfig],
+    plan: dict[str, str],
+    previous: dict[str, Any],
+) -> dict[str, Any]:
+    from reasonlab.report import write_study_report
+
+    summary_path = out / "summary.json"
+    result: dict[str, Any] = {
+        "study": spec.name,
+        "preset": preset,
+        "seeds": seeds,
+        "overrides": list(overrides or []),
+        "status": "running",
+        "runs": {},
+    }
+    wall_before = float(previous.get("wall_s") or 0.0)
+    started = time.perf_counter()
+
+    def save(status: str) -> None:
+        result["status"] = status
+        result["wall_s"] = round(wall_before + time.perf_counter() - started, 3)
         write_json(summary_path, result)
-    for run_name, config in configs.items():
-        print(f"[{name}] {run_name}", flush=True)
-        if reuse is not None and _copy_completed(
-            Path(reuse) / "runs" / run_name, config, out / "runs" / run_name
-        ):
-            print(f"[{name}] {run_name}: reused from {reuse}", flush=True)
-        summary = _train_or_reuse(config, out / "runs" / run_name)
-        result["runs"][run_name] = {**summary, "config": config.model_dump(mode="json")}
-        write_json(summary_path, result)
-    sections: list[str] = []
-    if spec.analysis is not None:
-        module = importlib.import_module(f"reasonlab.studies.{spec.analysis}")
-        result["analysis"], sections = module.analyze(out, result)
-        write_json(summary_path, result)
+
+    save("running")  # marks the folder as this study's before any run can fail
+    status, sections = "failed", []
+    try:
+        for run_name, config in configs.items():
+            run_dir = out / "runs" / run_name
+            action = plan[run_name]
+            if (
+                action == "training"
+                and reuse is not None
+                and _copy_completed(Path(reuse) / "runs" / run_name, config, run_dir)
+            ):
+                action = f"reused from {reuse}"
+            print(f"[{spec.name}] {run_name}: {action}", flush=True)
+            summary = _train_or_reuse(config, run_dir)
+            result["runs"][run_name] = {**summary, "config": config.model_dump(mode="json")}
+            save("running")
+        if spec.analysis is not None:
+            module = importlib.import_module(f"reasonlab.studies.{spec.analysis}")
+            result["analysis"], sections = module.analyze(out, result)
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        save(status)
     write_study_report(out, spec, result, sections)
     return result

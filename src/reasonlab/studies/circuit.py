@@ -12,21 +12,28 @@ import html
 from pathlib import Path
 from typing import Any
 
-from reasonlab.analysis.runs import run_logit_lens, run_trace
-from reasonlab.report import img, table
+from reasonlab.analysis.runs import TwoHopRun, run_logit_lens, run_trace
+from reasonlab.report import figure, table
 
 PROBES = {"ID": "test_inferred_iid", "OOD": "test_inferred_ood"}
 QUERIES = 300
 
 
-def _png(path: Path, alt: str) -> str:
-    return img(path.read_bytes(), alt)
+def _heatmap(analysis: dict[str, Any]) -> str:
+    """The heatmap written for the last checkpoint of an analysis, relative to the run folder."""
+    step = analysis["checkpoints"][-1]["step"]
+    path = next(Path(f) for f in analysis["files"] if f.endswith(f"-step{step}.png"))
+    return str(path.relative_to(analysis["run"]))
 
 
-def _stage1(run_dir: Path) -> dict[str, Any]:
+def _png(path: Path, alt: str, caption: str) -> str:
+    return figure(path.read_bytes(), alt, caption)
+
+
+def _stage1(subject: TwoHopRun) -> dict[str, Any]:
     out = {}
     for label, probe in PROBES.items():
-        lens = run_logit_lens(run_dir, probe, "bridge", "all", QUERIES)
+        lens = run_logit_lens(subject, probe, "bridge", "all", QUERIES)
         last = lens["checkpoints"][-1]
         layer = last["first_top1_layer"]
         out[label] = {
@@ -42,17 +49,18 @@ def _stage1(run_dir: Path) -> dict[str, Any]:
                 for c in lens["checkpoints"]
             },
             "layers": lens["layers"],
+            "heatmap": _heatmap(lens),
         }
     return out
 
 
-def _stage2(run_dir: Path, cot: str) -> dict[str, Any]:
+def _stage2(subject: TwoHopRun, cot: str) -> dict[str, Any]:
     changes = ["head", "r1", "r2"] + (["bridge"] if cot != "none" else [])
     out: dict[str, Any] = {}
     for label, probe in PROBES.items():
         out[label] = {}
         for change in changes:
-            trace = run_trace(run_dir, probe, change, "tail", "resid", "last", QUERIES)
+            trace = run_trace(subject, probe, change, "tail", "resid", "last", QUERIES)
             last = trace["checkpoints"][-1]
             grid = last["top1"]
             per_position = {}
@@ -66,6 +74,7 @@ def _stage2(run_dir: Path, cot: str) -> dict[str, Any]:
                 "layers": trace["layers"],
                 "top1": grid,
                 "per_position": per_position,
+                "heatmap": _heatmap(trace),
             }
     return out
 
@@ -97,8 +106,9 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
         run_dir = out / "runs" / name
         cot = run["config"]["task"]["cot"]
         print(f"[cot-circuit] analyzing {name}", flush=True)
-        stage1 = _stage1(run_dir)
-        stage2 = _stage2(run_dir, cot)
+        subject = TwoHopRun(run_dir)  # the task rebuilt once for all the run's analyses
+        stage1 = _stage1(subject)
+        stage2 = _stage2(subject, cot)
         analysis[name] = {
             "cot": cot,
             "stage1": stage1,
@@ -122,18 +132,23 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
                     f"{p} {v['min']:.2f}-{v['max']:.2f}" for p, v in trace["per_position"].items()
                 ]
                 stage2_rows.append([name, label, change, trace["queries"], " | ".join(cells)])
-        analysis_dir = run_dir / "analysis"
         figures.append(f"<h3>{html.escape(name)}</h3>")
-        for label, probe in PROBES.items():
+        for label, s1 in stage1.items():
             figures.append(
-                _png(analysis_dir / f"logit-lens-{probe}-bridge.png", f"logit lens {name} {label}")
+                _png(
+                    run_dir / s1["heatmap"],
+                    f"logit lens {name} {label}",
+                    f"Logit lens, {label} queries: MRR of the bridge per layer and position.",
+                )
             )
         if cot != "none":
             for change in ("head", "r1", "bridge"):
                 figures.append(
                     _png(
-                        analysis_dir / f"trace-{PROBES['OOD']}-{change}-tail-resid.png",
+                        run_dir / stage2["OOD"][change]["heatmap"],
                         f"trace {name} {change}",
+                        f"Causal tracing, OOD queries, {change} changed: share still answering "
+                        "the clean tail.",
                     )
                 )
     verdict_rows = [

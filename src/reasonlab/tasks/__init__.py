@@ -15,10 +15,10 @@ WRITERS: dict[str, Callable[..., dict[str, int]]] = {"twohop": write_folder}
 
 
 def build_task(cfg: TaskConfig) -> TaskData:
-    try:
-        return BUILDERS[cfg.kind](cfg)
-    except KeyError:
-        raise ConfigError(f"task.kind: no builder for {cfg.kind!r}") from None
+    builder = BUILDERS.get(cfg.kind)
+    if builder is None:
+        raise ConfigError(f"task.kind: no builder for {cfg.kind!r}")
+    return builder(cfg)
 
 
 def write_dataset(cfg: TaskConfig, out: Path) -> dict[str, int]:

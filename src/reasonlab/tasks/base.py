@@ -47,6 +47,9 @@ class TaskData:
     probes: dict[str, Probe]
     stats: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Task config fields that the data itself decided (e.g. the CoT pattern of a dataset folder
+    # made elsewhere); the trainer records them in the run's resolved config.
+    resolved: dict[str, Any] = field(default_factory=dict)
 
     @property
     def vocab_size(self) -> int:
