@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from reasonlab.config import RunConfig, TwoHopTaskConfig, apply_overrides, config_from_dict
 from reasonlab.tasks.twohop import Graph
@@ -31,6 +33,26 @@ TINY_RUN: dict[str, Any] = {
     "eval": {"every": 2, "batch_size": 256},
     "log": {"progress": False},
 }
+
+
+# Overrides that shrink a ready study's cpu preset to a few seconds (a tiny graph and model).
+STUDY_TINY = [
+    "task.num_entities=40",
+    "task.num_relations=8",
+    "task.out_degree=4",
+    "task.lam=1.5",
+    "task.ood_fraction=0.2",
+    "task.id_test_fraction=0.05",
+    "task.khop=[]",
+    "model.n_layers=1",
+    "model.d_model=16",
+    "model.n_heads=2",
+    "train.steps=6",
+    "train.batch_size=32",
+    "train.warmup_steps=2",
+    "eval.every=3",
+    "log.progress=false",
+]
 
 
 def tiny_config(*overrides: str) -> RunConfig:
@@ -96,3 +118,27 @@ def splits_or_skip(cfg: Any):
             "task.id_test_fraction",
         )
         assume(False)
+
+
+@pytest.fixture(autouse=True)
+def restore_sigterm():
+    """``run`` and ``study`` install a SIGTERM handler; every test leaves the process's handler
+    as it found it."""
+    previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.fixture
+def tiny_yaml(write_yaml) -> Path:
+    return write_yaml(yaml.safe_dump(TINY_RUN), name="tiny.yaml")
+
+
+def run_cli(args: list, capsys) -> tuple[int, str, str]:
+    """``reasonlab ARGS`` in process: (exit code, stdout, stderr)."""
+    from reasonlab.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err

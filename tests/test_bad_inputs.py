@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +36,6 @@ def completed_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("existing") / "run"
     train(tiny_config(), out)
     return out
-
-
-@pytest.fixture(autouse=True)
-def restore_sigterm():
-    """``run`` and ``study`` install a SIGTERM handler; keep the test process as it was."""
-    previous = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, previous)
 
 
 def folder_state(folder: Path) -> dict[str, Any]:

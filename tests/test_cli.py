@@ -3,38 +3,15 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import TINY_RUN, snapshot
-from reasonlab.cli import main
+from conftest import TINY_RUN, run_cli, snapshot
 
 TINY_YAML = yaml.safe_dump(TINY_RUN)
-
-
-@pytest.fixture(autouse=True)
-def restore_sigterm():
-    """``run`` installs a SIGTERM handler; keep the test process as it was."""
-    previous = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, previous)
-
-
-@pytest.fixture
-def tiny_yaml(write_yaml) -> Path:
-    return write_yaml(TINY_YAML, name="tiny.yaml")
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def assert_one_line_error(err: str) -> str:

@@ -7,58 +7,21 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import signal
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.main import get_command
 
-from conftest import TINY_RUN, read_metrics, tiny_config
+from conftest import STUDY_TINY, read_metrics, run_cli, tiny_config
 from reasonlab import __version__
-from reasonlab.cli import app, main
+from reasonlab.cli import app
 from reasonlab.config import ConfigError, RunConfig, config_from_dict, key_paths
 from reasonlab.config_doc import README_BEGIN, README_END, config_reference, defaults_markdown
 from reasonlab.io import make_dir
 from reasonlab.train import train
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-STUDY_TINY = [
-    "task.num_entities=40",
-    "task.num_relations=8",
-    "task.out_degree=4",
-    "task.lam=1.5",
-    "task.ood_fraction=0.2",
-    "task.id_test_fraction=0.05",
-    "model.n_layers=1",
-    "model.d_model=16",
-    "model.n_heads=2",
-    "train.steps=6",
-    "train.batch_size=32",
-    "train.warmup_steps=2",
-    "eval.every=3",
-    "log.progress=false",
-]
-
-
-@pytest.fixture(autouse=True)
-def restore_sigterm():
-    """``run`` and ``study`` install a SIGTERM handler; keep the test process as it was."""
-    previous = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, previous)
-
-
-@pytest.fixture
-def tiny_yaml(write_yaml) -> Path:
-    return write_yaml(yaml.safe_dump(TINY_RUN), name="tiny.yaml")
-
-
-def run_cli(args: list, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(arg) for arg in args])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def one_error_line(err: str) -> str:

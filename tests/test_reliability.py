@@ -304,13 +304,6 @@ def test_data_is_byte_identical_across_processes_and_calls(scenario, tmp_path, c
 # ----------------------------------------------------------------------------- status
 
 
-@pytest.fixture
-def restore_sigterm():
-    previous = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, previous)
-
-
 @pytest.fixture(scope="module")
 def tiny_reference(tmp_path_factory) -> Path:
     """The tiny config of conftest (12 steps, an evaluation every 2) with dropout, uninterrupted."""

@@ -16,26 +16,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY_RUN, snapshot, tiny_config, tiny_task, without_elapsed
+from conftest import (
+    STUDY_TINY,
+    TINY_RUN,
+    run_cli,
+    snapshot,
+    tiny_config,
+    tiny_task,
+    without_elapsed,
+)
 from reasonlab.cli import main
 from reasonlab.config import ConfigError
 from reasonlab.runs import RunDir, hold_lock
 from reasonlab.tasks import build_task, write_dataset
 from reasonlab.train import train
-
-
-@pytest.fixture(autouse=True)
-def restore_sigterm():
-    previous = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, previous)
-
-
-def run_cli(args: list, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def one_line_error(err: str) -> str:
@@ -352,10 +346,7 @@ def test_study_summary_and_rerun_messages(tmp_path, capsys):
     from reasonlab.studies import run_study
 
     out = tmp_path / "study"
-    overrides = ["train.steps=2", "eval.every=1", "task.num_entities=30", "task.out_degree=4",
-                 "task.num_relations=8", "task.lam=1.0", "task.ood_fraction=0.1",
-                 "task.khop=[]", "model.n_layers=1", "model.d_model=16", "model.n_heads=2",
-                 "log.progress=false"]  # fmt: skip
+    overrides = STUDY_TINY
     result = run_study("cot-twohop", out=out, overrides=overrides)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["overrides"] == overrides

@@ -11,26 +11,9 @@ import sys
 
 import pytest
 
+from conftest import STUDY_TINY
 from reasonlab.config import ConfigError
 from reasonlab.studies import STUDIES, run_study, study_configs
-
-TINY = [
-    "task.num_entities=40",
-    "task.num_relations=8",
-    "task.out_degree=4",
-    "task.lam=1.5",
-    "task.ood_fraction=0.2",
-    "task.id_test_fraction=0.05",
-    "task.khop=[]",
-    "model.n_layers=1",
-    "model.d_model=16",
-    "model.n_heads=2",
-    "train.steps=6",
-    "train.batch_size=32",
-    "train.warmup_steps=2",
-    "eval.every=3",
-    "log.progress=false",
-]
 
 
 def test_cot_twohop_presets_match_the_paper():
@@ -100,7 +83,7 @@ def check_report_tables(report: str, runs: dict, headline: dict[str, str]) -> in
 
 def test_study_writes_summary_and_report_and_reuses_runs(tmp_path):
     out = tmp_path / "study"
-    result = run_study("cot-twohop", preset="cpu", seeds=1, out=out, overrides=TINY)
+    result = run_study("cot-twohop", preset="cpu", seeds=1, out=out, overrides=STUDY_TINY)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["study"] == "cot-twohop" and summary["preset"] == "cpu"
     assert (
@@ -125,14 +108,16 @@ def test_study_writes_summary_and_report_and_reuses_runs(tmp_path):
     assert (out / "curves.png").stat().st_size > 1000
 
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("metrics.jsonl")}
-    run_study("cot-twohop", preset="cpu", seeds=1, out=out, overrides=TINY)
+    run_study("cot-twohop", preset="cpu", seeds=1, out=out, overrides=STUDY_TINY)
     after = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("metrics.jsonl")}
     assert before == after  # completed runs are reused, not retrained
 
     with pytest.raises(ConfigError, match="different config"):
-        run_study("cot-twohop", preset="cpu", seeds=1, out=out, overrides=[*TINY, "train.lr=0.01"])
+        run_study(
+            "cot-twohop", preset="cpu", seeds=1, out=out, overrides=[*STUDY_TINY, "train.lr=0.01"]
+        )
     with pytest.raises(ConfigError, match="another study"):
-        run_study("cot-twohop", preset="paper", seeds=1, out=out, overrides=TINY)
+        run_study("cot-twohop", preset="paper", seeds=1, out=out, overrides=STUDY_TINY)
 
 
 def test_paper_preset_starts_and_runs_a_few_steps_on_cpu(tmp_path):
