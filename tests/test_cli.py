@@ -153,3 +153,19 @@ def test_python_dash_m_bad_config_exits_2_without_traceback(tmp_path):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: task") and "out_degree" in lines[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_bench_scan_prints_a_table_and_json(capsys):
+    pytest.importorskip("mambapy")
+    args = ["bench", "scan", "--lengths", "4,6", "--d-inner", "4", "--d-state", "2"]
+    code, out, err = run_cli([*args, "--repeats", "1", "--no-memory"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert sorted({case["length"] for case in result["cases"]}) == [4, 6]
+    assert "| L | method |" in err
+
+
+@pytest.mark.parametrize("lengths", ["x", "0", ""])
+def test_bench_scan_refuses_bad_lengths(lengths, capsys):
+    code, _, err = run_cli(["bench", "scan", "--lengths", lengths], capsys)
+    assert code == 2 and err.startswith("error: --lengths")

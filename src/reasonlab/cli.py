@@ -279,28 +279,70 @@ def analyze_trace(
 @app.command()
 def bench(
     name: str = typer.Argument(
-        "step", metavar="NAME", help="step: one training step vs Hugging Face GPT-2."
+        "step",
+        metavar="NAME",
+        help="step: one training step vs Hugging Face GPT-2; scan: Mamba's selective scan "
+        "(forward + backward) vs mambapy's parallel scan and the sequential loop.",
     ),
-    n_layers: int = typer.Option(4, "--layers", min=1, help="Blocks of both models."),
-    d_model: int = typer.Option(128, "--width", min=1, help="Residual width (d_model)."),
-    n_heads: int = typer.Option(4, "--heads", min=1, help="Attention heads (divide --width)."),
-    batch_size: int = typer.Option(512, "--batch", min=1, help="Sequences per step."),
-    seq_len: int = typer.Option(5, "--seq-len", min=2, help="Tokens per sequence."),
-    repeats: int = typer.Option(
-        20, "--repeats", min=1, help="Timed steps per model (after 3 untimed warm-up steps)."
+    n_layers: int = typer.Option(4, "--layers", min=1, help="step: blocks of both models."),
+    d_model: int = typer.Option(128, "--width", min=1, help="step: residual width (d_model)."),
+    n_heads: int = typer.Option(4, "--heads", min=1, help="step: attention heads."),
+    batch_size: int | None = typer.Option(
+        None, "--batch", min=1, help="Sequences per step (default: step 512, scan 16)."
+    ),
+    seq_len: int = typer.Option(5, "--seq-len", min=2, help="step: tokens per sequence."),
+    repeats: int | None = typer.Option(
+        None,
+        "--repeats",
+        min=1,
+        help="Timed runs per method after an untimed warm-up (default: step 20, scan 5).",
+    ),
+    lengths: str = typer.Option(
+        "64,256,1024", "--lengths", help="scan: comma-separated sequence lengths."
+    ),
+    d_inner: int = typer.Option(256, "--d-inner", min=1, help="scan: channels (d_inner)."),
+    d_state: int = typer.Option(16, "--d-state", min=1, help="scan: state size N."),
+    memory: bool = typer.Option(
+        True, "--memory/--no-memory", help="scan: also measure peak memory (a subprocess per case)."
     ),
 ) -> None:
-    """Speed benchmarks against real peers, printed as JSON (median seconds per step)."""
+    """Speed benchmarks against real peers, printed as JSON (step: median seconds per step;
+    scan: a markdown table on stderr, then JSON)."""
     import json
 
+    if name == "scan":
+        from reasonlab.bench_scan import format_scan_table, scan_benchmark
+
+        try:
+            scan_lengths = [int(part) for part in lengths.split(",") if part.strip()]
+        except ValueError:
+            raise ConfigError(f"--lengths: {lengths!r} is not a list of integers") from None
+        if not scan_lengths or min(scan_lengths) < 1:
+            raise ConfigError(f"--lengths: {lengths!r} needs positive integers")
+        result = scan_benchmark(
+            scan_lengths,
+            batch=batch_size or 16,
+            d_inner=d_inner,
+            d_state=d_state,
+            repeats=repeats or 5,
+            memory=memory,
+        )
+        typer.echo(format_scan_table(result), err=True)
+        typer.echo(json.dumps(result, indent=2))
+        return
+    if name != "step":
+        raise ConfigError(f"NAME: unknown benchmark {name!r} (known: step, scan)")
     from reasonlab.bench import step_time
 
-    if name != "step":
-        raise ConfigError(f"NAME: unknown benchmark {name!r} (known: step)")
     if d_model % n_heads:
         raise ConfigError(f"--width: {d_model} is not divisible by --heads {n_heads}")
     result = step_time(
-        n_layers, d_model, n_heads, batch_size=batch_size, seq_len=seq_len, repeats=repeats
+        n_layers,
+        d_model,
+        n_heads,
+        batch_size=batch_size or 512,
+        seq_len=seq_len,
+        repeats=repeats or 20,
     )
     typer.echo(json.dumps(result, indent=2))
 
