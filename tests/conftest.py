@@ -35,6 +35,16 @@ TINY_RUN: dict[str, Any] = {
 }
 
 
+# A graph of 40 entities x 4 relations with a few dozen OOD two-hop chains, for trained analyses.
+SMALL_TASK: dict[str, Any] = {
+    "num_entities": 40,
+    "num_relations": 8,
+    "out_degree": 4,
+    "lam": 1.5,
+    "ood_fraction": 0.2,
+    "id_test_fraction": 0.05,
+}
+
 # Overrides that shrink a ready study's cpu preset to a few seconds (a tiny graph and model).
 STUDY_TINY = [
     "task.num_entities=40",

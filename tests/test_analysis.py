@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SMALL_TASK
 from reasonlab.analysis.logit_lens import first_top1_layer, logit_lens, ranks_of
 from reasonlab.analysis.patching import hook_rows, patch_grid
 from reasonlab.analysis.runs import run_logit_lens, run_trace
@@ -25,12 +26,7 @@ from reasonlab.train import train
 
 TASK = {
     "kind": "twohop",
-    "num_entities": 40,
-    "num_relations": 8,
-    "out_degree": 4,
-    "lam": 1.5,
-    "ood_fraction": 0.2,
-    "id_test_fraction": 0.05,
+    **SMALL_TASK,
 }
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import snapshot
+from conftest import SMALL_TASK, snapshot
 from reasonlab.analysis import plots
 from reasonlab.analysis.runs import TwoHopRun, run_logit_lens
 from reasonlab.analysis.twohop_queries import (
@@ -32,12 +32,7 @@ from reasonlab.train import train
 
 TASK = {
     "kind": "twohop",
-    "num_entities": 40,
-    "num_relations": 8,
-    "out_degree": 4,
-    "lam": 1.5,
-    "ood_fraction": 0.2,
-    "id_test_fraction": 0.05,
+    **SMALL_TASK,
     "khop": [3],
     "cot": "after_relations",
 }

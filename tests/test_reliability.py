@@ -34,6 +34,7 @@ from safetensors.torch import load_file
 
 import reasonlab.train as train_module
 from conftest import (
+    SMALL_TASK,
     TINY_RUN,
     fact_tables,
     read_metrics,
@@ -52,15 +53,7 @@ from reasonlab.train import train
 # 80 steps, an evaluation every 5: 17 records (step 0 included); dropout 0.1 makes a resume that
 # forgot the RNG state give other numbers.
 KILL_CONFIG: dict[str, Any] = {
-    "task": {
-        "num_entities": 40,
-        "num_relations": 8,
-        "out_degree": 4,
-        "lam": 1.5,
-        "ood_fraction": 0.2,
-        "id_test_fraction": 0.05,
-        "max_probe_size": 64,
-    },
+    "task": {**SMALL_TASK, "max_probe_size": 64},
     "model": {"n_layers": 2, "d_model": 32, "n_heads": 2, "dropout": 0.1},
     "train": {"steps": 80, "batch_size": 32, "warmup_steps": 5, "device": "cpu"},
     "eval": {"every": 5, "batch_size": 256},

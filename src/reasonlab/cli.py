@@ -32,6 +32,12 @@ analyze_app = typer.Typer(help="Open a trained run up: logit lens, causal tracin
 app.add_typer(analyze_app, name="analyze")
 
 SET_HELP = "Override a config key, e.g. --set train.lr=3e-4 (repeatable)."
+PROBE_HELP = "Which probe's queries: a two-hop or k-hop probe (e.g. test_inferred_3hop_ood)."
+CHECKPOINT_HELP = "STEP, last or all (all also plots over training)."
+ALLOW_DATA_CHANGE_HELP = (
+    "Analyse although the task rebuilds to other data than the run recorded "
+    "(noted in the output JSON)."
+)
 
 
 def _print_version(value: bool) -> None:
@@ -178,22 +184,19 @@ def analyze_logit_lens(
     probe: str = typer.Option(
         "test_inferred_ood",
         "--probe",
-        help="Which probe's queries: a two-hop or k-hop probe (e.g. test_inferred_3hop_ood).",
+        help=PROBE_HELP,
     ),
     target: str = typer.Option(
         "bridge",
         "--target",
         help="bridge or tail; on k-hop probes bridge1, bridge2, ... or tail (bridge = bridge1).",
     ),
-    checkpoint: str = typer.Option(
-        "last", "--checkpoint", help="STEP, last or all (all also plots over training)."
-    ),
+    checkpoint: str = typer.Option("last", "--checkpoint", help=CHECKPOINT_HELP),
     queries: int = typer.Option(300, "--queries", min=1, help="Number of queries."),
     allow_data_change: bool = typer.Option(
         False,
         "--allow-data-change",
-        help="Analyse although the task rebuilds to other data than the run recorded "
-        "(noted in the output JSON).",
+        help=ALLOW_DATA_CHANGE_HELP,
     ),
 ) -> None:
     """Rank / MRR of a bridge or the tail at every layer x position: JSON + PNG per checkpoint
@@ -221,7 +224,7 @@ def analyze_trace(
     probe: str = typer.Option(
         "test_inferred_ood",
         "--probe",
-        help="Which probe's queries: a two-hop or k-hop probe (e.g. test_inferred_3hop_ood).",
+        help=PROBE_HELP,
     ),
     change: str = typer.Option(
         "bridge",
@@ -233,15 +236,12 @@ def analyze_trace(
         "tail", "--target", help="bridge or tail; on k-hop probes bridge1, bridge2, ... or tail."
     ),
     hook: str = typer.Option("resid", "--hook", help="resid, attn_out or mlp_out."),
-    checkpoint: str = typer.Option(
-        "last", "--checkpoint", help="STEP, last or all (all also plots over training)."
-    ),
+    checkpoint: str = typer.Option("last", "--checkpoint", help=CHECKPOINT_HELP),
     queries: int = typer.Option(300, "--queries", min=1, help="Number of queries."),
     allow_data_change: bool = typer.Option(
         False,
         "--allow-data-change",
-        help="Analyse although the task rebuilds to other data than the run recorded "
-        "(noted in the output JSON).",
+        help=ALLOW_DATA_CHANGE_HELP,
     ),
 ) -> None:
     """Causal tracing: patch one layer x position from a counterfactual. JSON + PNG per

@@ -128,16 +128,21 @@ def _open(run: str | Path | TwoHopRun, allow_data_change: bool) -> TwoHopRun:
     return run if isinstance(run, TwoHopRun) else TwoHopRun(run, allow_data_change)
 
 
-def _target(target: str, chains: Chains, probe: str) -> str:
-    """The canonical target name for this probe's chains, or a ConfigError listing the valid."""
-    name = canonical(target, chains.hops)
-    known = target_names(chains.hops)
+def _known_name(option: str, value: str, known: list[str], hops: int, probe: str) -> str:
+    """The canonical name of ``value`` (``bridge`` = ``bridge1``), or a ConfigError listing the
+    names ``option`` accepts for this probe."""
+    name = canonical(value, hops)
     if name not in known:
-        alias = " (bridge = bridge1)" if chains.hops > 2 else ""
+        alias = " (bridge = bridge1)" if hops > 2 else ""
         raise ConfigError(
-            f"--target: {target!r} is not one of {', '.join(known)}{alias} for {probe}"
+            f"{option}: {value!r} is not one of {', '.join(known)}{alias} for {probe}"
         )
     return name
+
+
+def _target(target: str, chains: Chains, probe: str) -> str:
+    """The canonical target name for this probe's chains, or a ConfigError listing the valid."""
+    return _known_name("--target", target, target_names(chains.hops), chains.hops, probe)
 
 
 def run_logit_lens(
@@ -336,13 +341,7 @@ def run_trace(
 
 def _change(change: str, target: str, chains: Chains, probe: str, cot: str) -> str:
     """The canonical part to change, or a ConfigError saying why it cannot be traced."""
-    name = canonical(change, chains.hops)
-    known = change_names(chains.hops)
-    if name not in known:
-        alias = " (bridge = bridge1)" if chains.hops > 2 else ""
-        raise ConfigError(
-            f"--change: {change!r} is not one of {', '.join(known)}{alias} for {probe}"
-        )
+    name = _known_name("--change", change, change_names(chains.hops), chains.hops, probe)
     if name.startswith("bridge") and cot == "none":
         raise ConfigError(
             f"--change: {change} needs a CoT run (the bridge is not written without CoT)"
