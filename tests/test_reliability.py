@@ -404,11 +404,13 @@ def test_checkpoint_write_killed_half_way_leaves_no_checkpoint(tmp_path, monkeyp
     run = RunDir(tmp_path / "run")
     run.save_checkpoint(2, {"w": torch.ones(3)}, {"elapsed_s": 1.0})
 
-    def torn_save(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{half")
+    real_write = Path.write_bytes
+
+    def torn_write(path, data):
+        real_write(path, data[: len(data) // 2])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runs_module, "save_file", torn_save)
+    monkeypatch.setattr(runs_module.Path, "write_bytes", torn_write)
     with pytest.raises(KeyboardInterrupt):
         run.save_checkpoint(4, {"w": torch.zeros(3)}, {"elapsed_s": 2.0})
     assert run.checkpoint_steps() == [2]

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from conftest import (
@@ -390,3 +391,16 @@ def test_resume_changes_nothing_but_the_steps(finished_run, capsys):
     code, _, err = run_cli(["run", "--resume", finished_run, "--set", "train.steps=6"], capsys)
     assert code == 2 and "train.steps: 6 is not beyond step 12" in one_line_error(err)
     assert snapshot(finished_run) == before
+
+
+def test_checkpoints_leave_no_writer_temporaries_and_resume_clears_old_ones(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.save_checkpoint(3, {"model.w": torch.ones(2)}, {"config": {}})
+    assert sorted(p.name for p in run.checkpoint_dir.iterdir()) == ["step-3.safetensors"]
+    # what a process killed inside a checkpoint write leaves: ours, and safetensors' own writer's
+    for name in (".step-5.safetensors.tmp-123", ".tmpiBG6Tj"):
+        (run.checkpoint_dir / name).write_bytes(b"partial")
+    run.remove_temporary_files()
+    assert sorted(p.name for p in run.checkpoint_dir.iterdir()) == ["step-3.safetensors"]
+    tensors, metadata = run.load_checkpoint(3)
+    assert torch.equal(tensors["model.w"], torch.ones(2)) and metadata["step"] == 3

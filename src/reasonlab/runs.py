@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 
 from reasonlab.config import ConfigError, RunConfig, config_from_dict
 from reasonlab.io import atomic_path, make_dir, read_json, write_json
@@ -167,12 +168,11 @@ class RunDir:
         path = self.checkpoint_path(step)
         path.parent.mkdir(parents=True, exist_ok=True)  # a resumed run may have lost the folder
         meta = {key: json.dumps(value) for key, value in {**metadata, "step": step}.items()}
+        # serialised in memory and written by atomic_path: safetensors' own file writer keeps a
+        # temporary file of its own (".tmpXXXXXX") that a SIGKILL would leave behind
+        payload = save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta)
         with atomic_path(path) as tmp:
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                str(tmp),
-                metadata=meta,
-            )
+            tmp.write_bytes(payload)
         return path
 
     def load_checkpoint(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -185,7 +185,8 @@ class RunDir:
         """Deletes the temporary files of atomic writes that a killed process left behind."""
         for folder in (self.path, self.checkpoint_dir):
             if folder.is_dir():
-                for tmp in folder.glob(".*.tmp-*"):
+                # ours (".NAME.tmp-PID") and older safetensors writers' (".tmpXXXXXX")
+                for tmp in [*folder.glob(".*.tmp-*"), *folder.glob(".tmp*")]:
                     tmp.unlink(missing_ok=True)
 
 
@@ -258,9 +259,7 @@ def hold_lock(folder: Path, what: str = "run folder") -> Iterator[None]:
         os.close(descriptor)  # closing the descriptor releases the lock
 
 
-def check_data_fingerprint(
-    run: RunDir, fingerprint: str, allow_change: bool = False
-) -> str | None:
+def check_data_fingerprint(run: RunDir, fingerprint: str, allow_change: bool = False) -> str | None:
     """Compares the data rebuilt now with the fingerprint the run recorded when it was made.
     A mismatch is a ConfigError naming both values, unless ``allow_change``; then the return
     value is a note for the run (None when the data matches or nothing was recorded)."""
