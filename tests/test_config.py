@@ -6,7 +6,7 @@ import pytest
 
 from reasonlab.config import (
     ConfigError,
-    ModelConfig,
+    GPTModelConfig,
     RunConfig,
     TwoHopTaskConfig,
     load_config,
@@ -85,7 +85,7 @@ def test_task_only_yaml_gets_every_default(write_yaml):
             continue
         actual = {key: resolved[section].get(key, "<missing>") for key in expected}
         assert actual == expected, section
-    assert cfg == RunConfig() and cfg.model == ModelConfig()  # a file adds nothing of its own
+    assert cfg == RunConfig() and cfg.model == GPTModelConfig()  # a file adds nothing of its own
 
 
 def test_threshold_default_is_095_and_summary_uses_it():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from reasonlab.config import ModelConfig
+from reasonlab.config import GPTModelConfig
 from reasonlab.models.attention import apply_rotary, rotary_tables
 from reasonlab.models.build import build_model
 from reasonlab.models.gpt import GPT, GPTConfig
@@ -311,7 +311,7 @@ def test_sequence_longer_than_max_seq_len(gpt):
 
 
 def test_build_model_from_config():
-    model = build_model(ModelConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=24), 13, 6)
+    model = build_model(GPTModelConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=24), 13, 6)
     assert isinstance(model, GPT)
     assert model.cfg.max_seq_len == 6 and model.cfg.vocab_size == 13
     assert model.blocks[0].mlp.W_in.out_features == 24
@@ -321,7 +321,7 @@ def test_build_model_refuses_a_short_max_seq_len():
     from reasonlab.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"^model\.max_seq_len"):
-        build_model(ModelConfig(n_layers=1, d_model=16, n_heads=2, max_seq_len=4), 13, 6)
+        build_model(GPTModelConfig(n_layers=1, d_model=16, n_heads=2, max_seq_len=4), 13, 6)
 
 
 def test_continuous_inputs_and_outputs():

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from conftest import tiny_config, tiny_task
-from reasonlab.config import ModelConfig, TrainConfig
+from reasonlab.config import GPTModelConfig, TrainConfig
 from reasonlab.models.build import build_model
 from reasonlab.tasks import build_task
 from reasonlab.train import completion_loss, make_optimizer
@@ -38,7 +38,8 @@ def expected_decay(model: nn.Module) -> tuple[set[str], set[str]]:
 def test_weight_decay_on_matrices_and_embeddings_only(tie: bool):
     """Decay on every >= 2-dim weight (embeddings included), none on norms and biases, and every
     trainable parameter in exactly one group (a tied weight once)."""
-    model = build_model(ModelConfig(n_layers=2, d_model=16, n_heads=2, tie_embeddings=tie), 20, 6)
+    model_cfg = GPTModelConfig(n_layers=2, d_model=16, n_heads=2, tie_embeddings=tie)
+    model = build_model(model_cfg, 20, 6)
     optimizer = make_optimizer(model, TrainConfig(weight_decay=0.07, lr=3e-3))
     names = {id(p): n for n, p in model.named_parameters()}  # a tied weight under one name
     decay_names, no_decay_names = expected_decay(model)
@@ -58,7 +59,7 @@ def test_weight_decay_on_matrices_and_embeddings_only(tie: bool):
 
 
 def test_frozen_parameters_are_left_out():
-    model = build_model(ModelConfig(n_layers=1, d_model=8, n_heads=2), 10, 4)
+    model = build_model(GPTModelConfig(n_layers=1, d_model=8, n_heads=2), 10, 4)
     model.pos_embed.weight.requires_grad_(False)
     optimizer = make_optimizer(model, TrainConfig())
     grouped = [p for group in optimizer.param_groups for p in group["params"]]

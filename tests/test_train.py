@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 import reasonlab.train as train_module
 from conftest import read_metrics, tiny_config, without_elapsed
 from reasonlab.config import ConfigError, TrainConfig
-from reasonlab.runs import RunDir, is_log_spaced
-from reasonlab.train import EpochSampler, config_hash, learning_rate, train
+from reasonlab.runs import RunDir, config_hash, is_log_spaced
+from reasonlab.train import EpochSampler, learning_rate, train
 
 PROBES = ["id_atomic", "ood_atomic", "train_inferred", "test_inferred_iid", "test_inferred_ood"]
 # 12 steps, an evaluation every 2: permanent checkpoints at 2, 4, 8 (log-spaced) and 12 (last)

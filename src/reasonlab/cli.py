@@ -235,7 +235,9 @@ def analyze_trace(
     target: str = typer.Option(
         "tail", "--target", help="bridge or tail; on k-hop probes bridge1, bridge2, ... or tail."
     ),
-    hook: str = typer.Option("resid", "--hook", help="resid, attn_out or mlp_out."),
+    hook: str = typer.Option(
+        "resid", "--hook", help="resid, or a component: attn_out, mlp_out (gpt); mixer_out (mamba)."
+    ),
     checkpoint: str = typer.Option("last", "--checkpoint", help=CHECKPOINT_HELP),
     queries: int = typer.Option(300, "--queries", min=1, help="Number of queries."),
     allow_data_change: bool = typer.Option(

@@ -8,6 +8,7 @@ one-line message that names the offending field (the CLI turns it into exit code
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
@@ -114,29 +115,109 @@ class TwoHopTaskConfig(TaskConfig):
 
 
 class ModelConfig(StrictModel):
-    kind: Literal["gpt"] = Field("gpt", description="model family")
+    """Base of every model config; subclasses register themselves by their ``kind``."""
+
+    kind: str
     n_layers: int = Field(4, ge=1, le=1024, description="blocks")
     d_model: int = Field(128, ge=1, description="width of the residual stream")
+    tie_embeddings: bool = Field(False, description="the unembedding reuses the embedding")
+    max_seq_len: int | None = Field(
+        None, ge=1, le=1_000_000, description="longest sequence (null: the task's longest)"
+    )
+    registry: ClassVar[dict[str, type[ModelConfig]]] = {}
+
+    def describe(self) -> str:
+        """One line for reports: the family and its shape."""
+        raise NotImplementedError
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        kind = cls.model_fields["kind"].default
+        if isinstance(kind, str):
+            ModelConfig.registry[kind] = cls
+
+
+class GPTModelConfig(ModelConfig):
+    """A GPT-2-style decoder (pre-LN, learned or rotary positions)."""
+
+    kind: Literal["gpt"] = Field("gpt", description="model family: gpt or mamba")
     n_heads: int = Field(4, ge=1, description="attention heads per block (divides d_model)")
     d_mlp: int | None = Field(None, ge=1, description="MLP hidden width (null: 4 * d_model)")
     positions: Literal["learned", "rotary"] = Field(
         "learned", description="position encoding: a learned table or rotary (RoPE)"
     )
-    tie_embeddings: bool = Field(False, description="the unembedding reuses the embedding")
     dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="dropout on embeddings, attention and MLP outputs"
     )
-    max_seq_len: int | None = Field(
-        None, ge=1, le=1_000_000, description="longest sequence (null: the task's longest)"
-    )
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> ModelConfig:
+    def _heads_divide_width(self) -> GPTModelConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads: d_model={self.d_model} is not divisible by {self.n_heads}")
         if self.positions == "rotary" and (self.d_model // self.n_heads) % 2:
             raise ValueError("positions: rotary positions need an even head dimension")
         return self
+
+    def describe(self) -> str:
+        mlp = self.d_mlp or 4 * self.d_model
+        return (
+            f"gpt {self.n_layers} layers x {self.d_model}, {self.n_heads} heads, MLP {mlp}, "
+            f"{self.positions} positions"
+        )
+
+
+class MambaModelConfig(ModelConfig):
+    """A Mamba-1 language model (pre-norm RMSNorm residual blocks around a selective SSM)."""
+
+    kind: Literal["mamba"] = Field("mamba", description="model family: gpt or mamba")
+    d_state: int = Field(16, ge=1, le=4096, description="SSM state size N per channel")
+    expand: int = Field(2, ge=1, le=64, description="inner width = expand * d_model")
+    d_conv: int = Field(4, ge=1, le=64, description="width of the causal depthwise convolution")
+    dt_rank: Literal["auto"] | int = Field(
+        "auto", description="rank of the delta projection (auto: ceil(d_model / 16))"
+    )
+
+    @field_validator("dt_rank", mode="before")
+    @classmethod
+    def _auto_or_positive(cls, value: Any) -> Any:
+        if value == "auto" or (
+            isinstance(value, int) and not isinstance(value, bool) and value > 0
+        ):
+            return value
+        raise ValueError(f"must be 'auto' or a positive integer, not {value!r}")
+
+    def describe(self) -> str:
+        return (
+            f"mamba {self.n_layers} layers x {self.d_model}, d_state {self.d_state}, "
+            f"expand {self.expand}, d_conv {self.d_conv}, dt_rank {self.resolved_dt_rank}"
+        )
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def resolved_dt_rank(self) -> int:
+        return math.ceil(self.d_model / 16) if self.dt_rank == "auto" else int(self.dt_rank)
+
+
+def _by_kind(
+    base: type[StrictModel], registry: dict[str, Any], default: str, section: str, value: Any
+) -> Any:
+    """A section keyed by ``kind`` (task, model): the registered class of that kind, validated."""
+    if isinstance(value, base):
+        return value
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{section} must be a mapping")
+    kind = value.get("kind", default)
+    cls = registry.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        known = ", ".join(sorted(registry))
+        raise ValueError(f"unknown {section} kind {kind!r} (known: {known})")
+    return cls.model_validate(value)
 
 
 # ----------------------------------------------------------------------------- training
@@ -207,7 +288,9 @@ class RunConfig(StrictModel):
     task: SerializeAsAny[TaskConfig] = Field(
         default_factory=TwoHopTaskConfig, description="the task: its data and probes"
     )
-    model: ModelConfig = Field(default_factory=ModelConfig, description="the model")
+    model: SerializeAsAny[ModelConfig] = Field(
+        default_factory=GPTModelConfig, description="the model: its family and shape"
+    )
     train: TrainConfig = Field(default_factory=TrainConfig, description="optimization")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation")
     log: LogConfig = Field(default_factory=LogConfig, description="checkpoints and progress")
@@ -215,18 +298,12 @@ class RunConfig(StrictModel):
     @field_validator("task", mode="before")
     @classmethod
     def _task_by_kind(cls, value: Any) -> Any:
-        if isinstance(value, TaskConfig):
-            return value
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise ValueError("task must be a mapping")
-        kind = value.get("kind", "twohop")
-        task_cls = TaskConfig.registry.get(kind)
-        if task_cls is None:
-            known = ", ".join(sorted(TaskConfig.registry))
-            raise ValueError(f"unknown task kind {kind!r} (known: {known})")
-        return task_cls.model_validate(value)
+        return _by_kind(TaskConfig, TaskConfig.registry, "twohop", "task", value)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_by_kind(cls, value: Any) -> Any:
+        return _by_kind(ModelConfig, ModelConfig.registry, "gpt", "model", value)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -238,6 +315,8 @@ def section_models(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         if annotation is TaskConfig:
             return list(TaskConfig.registry.values())
+        if annotation is ModelConfig:
+            return list(ModelConfig.registry.values())
         return [annotation]
     return [model for arg in get_args(annotation) for model in section_models(arg)]
 
@@ -348,37 +427,73 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def set_key(data: dict[str, Any], path: list[str], value: Any, where: str) -> dict[str, Any]:
     """``data[path[0]][path[1]]... = value`` with typed values (None stays None), making
-    sections on the way; ``where`` names the source in errors."""
+    sections on the way; ``where`` names the source in errors.
+
+    Setting ``task.kind`` or ``model.kind`` to another kind switches the section's family: the
+    keys the new kind does not have are dropped (``--set model.kind=mamba`` on a GPT config
+    keeps n_layers and d_model and drops n_heads); the rest of the section stays."""
     node = data
     for part in path[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"{where}: {part} is not a section")
         node = child
+    if len(path) == 2 and path[0] in KIND_SECTIONS and path[1] == "kind":
+        _switch_kind(node, path[0], value)
     node[path[-1]] = value
     return data
 
 
-def task_config_from_dict(data: Any) -> TaskConfig:
+def _switch_kind(section: dict[str, Any], name: str, kind: Any) -> None:
+    base, default = KIND_SECTIONS[name]
+    cls = base.registry.get(kind) if isinstance(kind, str) else None  # type: ignore[attr-defined]
+    if cls is None or section.get("kind", default) == kind:
+        return  # an unknown kind is reported when the config is validated
+    for key in [key for key in section if key not in cls.model_fields]:
+        del section[key]
+
+
+KIND_SECTIONS: dict[str, tuple[type[StrictModel], str]] = {
+    "task": (TaskConfig, "twohop"),
+    "model": (ModelConfig, "gpt"),
+}
+
+
+def kind_section_from_dict(section: str, data: Any) -> Any:
+    """The ``task`` or ``model`` section: the class registered for its ``kind``, validated, with
+    errors named by their path in the config (``model.d_state: ...``)."""
+    base, default = KIND_SECTIONS[section]
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(_section_not_a_mapping("task", _models_at(RunConfig, ["task"]), data))
-    kind = data.get("kind", "twohop")
-    task_cls = TaskConfig.registry.get(kind) if isinstance(kind, str) else None
-    if task_cls is None:
-        known = ", ".join(sorted(TaskConfig.registry))
-        raise ConfigError(f"task.kind: unknown task kind {kind!r} (known: {known})")
+        raise ConfigError(_section_not_a_mapping(section, _models_at(RunConfig, [section]), data))
+    kind = data.get("kind", default)
+    cls = base.registry.get(kind) if isinstance(kind, str) else None  # type: ignore[attr-defined]
+    if cls is None:
+        known = ", ".join(sorted(base.registry))  # type: ignore[attr-defined]
+        raise ConfigError(f"{section}.kind: unknown {section} kind {kind!r} (known: {known})")
+    for key in data:
+        owners = [k for k, c in base.registry.items() if key in c.model_fields]  # type: ignore[attr-defined]
+        if key not in cls.model_fields and owners:
+            raise ConfigError(
+                f"{section}.{key}: a key of {section}.kind {' or '.join(owners)}, not of {kind} "
+                f"(its keys: {', '.join(k for k in cls.model_fields if k != 'kind')})"
+            )
     try:
-        return task_cls.model_validate(data)
+        return cls.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_format_validation_error(error, prefix="task", root=task_cls)) from None
+        raise ConfigError(_format_validation_error(error, prefix=section, root=cls)) from None
+
+
+def task_config_from_dict(data: Any) -> TaskConfig:
+    return kind_section_from_dict("task", data)
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     data = dict(data)
-    if "task" in data:
-        data["task"] = task_config_from_dict(data["task"])
+    for section in KIND_SECTIONS:
+        if section in data:
+            data[section] = kind_section_from_dict(section, data[section])
     try:
         return RunConfig.model_validate(data)
     except ValidationError as error:

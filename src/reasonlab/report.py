@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from reasonlab.config import kind_section_from_dict
 from reasonlab.io import atomic_path
 from reasonlab.runs import RunDir
 
@@ -164,7 +165,7 @@ def khop_section(probes: list[str], runs: dict[str, dict[str, Any]]) -> list[str
         "(with CoT) and the tail itself; training shows it one- and two-hop facts only. A "
         "query counts only when the whole completion is right.</p>",
     ]
-    learned = {n: r for n, r in runs.items() if r["config"]["model"]["positions"] == "learned"}
+    learned = {n: r for n, r in runs.items() if r["config"]["model"].get("positions") == "learned"}
     if learned:
         cots = sorted({r["config"]["task"]["cot"] for r in learned.values()})
         lengths = "; ".join(
@@ -194,7 +195,7 @@ def khop_section(probes: list[str], runs: dict[str, dict[str, Any]]) -> list[str
             keys += stages
             header += [f"{split} {key.split('.')[1]}" for key in stages]
     rows = [
-        [name, run["config"]["model"]["positions"], *(run["final"].get(key) for key in keys)]
+        [name, _positions(run["config"]["model"]), *(run["final"].get(key) for key in keys)]
         for name, run in runs.items()
     ]
     parts += [
@@ -205,12 +206,16 @@ def khop_section(probes: list[str], runs: dict[str, dict[str, Any]]) -> list[str
     return parts
 
 
+def _positions(model: dict[str, Any]) -> str:
+    """A run's position encoding (a Mamba has none: order comes from the recurrence)."""
+    return model.get("positions", f"none ({model.get('kind')})")
+
+
 def _describe(config: dict[str, Any]) -> str:
     task, model, train = config["task"], config["model"], config["train"]
     task_text = ", ".join(f"{k} {v}" for k, v in task.items() if k not in ("seed", "data_dir"))
     return (
-        f"task: {task_text}. model: {model['kind']} {model['n_layers']} layers x "
-        f"{model['d_model']}, {model['n_heads']} heads, {model['positions']} positions. "
+        f"task: {task_text}. model: {kind_section_from_dict('model', model).describe()}. "
         f"train: {train['steps']} steps, batch {train['batch_size']}, lr {train['lr']}, "
         f"weight decay {train['weight_decay']}, warm-up {train['warmup_steps']}, "
         f"{train['schedule']} schedule."

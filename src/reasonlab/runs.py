@@ -8,11 +8,12 @@ the RNG states in one safetensors file (no pickle); small scalars go to its stri
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,16 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
+from torch import Tensor, nn
 
 from reasonlab.config import ConfigError, RunConfig, config_from_dict
 from reasonlab.io import atomic_path, make_dir, read_json, write_json
+from reasonlab.models.base import LanguageModel, strip_prefix
 
 CHECKPOINT = re.compile(r"^step-(\d+)\.safetensors$")
+# the length a rotary model of a checkpoint without model_shape is rebuilt for (any length at
+# least the trained one gives the same logits: rotary tables depend only on the position)
+LEGACY_SEQ_LEN = 1024
 
 
 def versions() -> dict[str, str]:
@@ -178,6 +184,41 @@ class RunDir:
     def load_checkpoint(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         return load_checkpoint_file(self.checkpoint_path(step))
 
+    def load_model(self, step: int | None = None, config: RunConfig | None = None) -> LanguageModel:
+        """The model of checkpoint ``step`` (None: the newest), on the CPU in eval mode: the one
+        place a run's model is rebuilt, for every family. The build arguments are those the
+        checkpoint recorded (``model_shape``); older checkpoints give them through their
+        embedding and learned position tables."""
+        from reasonlab.models.build import build_model
+
+        config = config or self.load_config()
+        steps = self.checkpoint_steps()
+        if not steps:
+            raise ConfigError(f"{self.checkpoint_dir}: no checkpoint")
+        step = steps[-1] if step is None else step
+        path = self.checkpoint_path(step)
+        tensors, metadata = self.load_checkpoint(step)
+        weights = strip_prefix(tensors)
+        shape = metadata.get("model_shape")
+        if isinstance(shape, dict) and {"vocab_size", "seq_len"} <= shape.keys():
+            vocab_size, seq_len = int(shape["vocab_size"]), int(shape["seq_len"])
+        elif "embed.weight" in weights:
+            vocab_size = weights["embed.weight"].shape[0]
+            positions = weights.get("pos_embed.weight")
+            seq_len = (
+                positions.shape[0]
+                if positions is not None
+                else config.model.max_seq_len or LEGACY_SEQ_LEN
+            )
+        else:
+            raise ConfigError(f"{path}: no model_shape and no model.embed weights")
+        model = build_model(config.model, vocab_size, seq_len)
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError:
+            raise ConfigError(f"{path}: does not fit the model of {self.config_path}") from None
+        return model.eval()
+
     def delete_checkpoint(self, step: int) -> None:
         self.checkpoint_path(step).unlink(missing_ok=True)
 
@@ -281,3 +322,157 @@ def is_log_spaced(step: int, every: int) -> bool:
         return False
     n = step // every
     return n > 0 and n & (n - 1) == 0
+
+
+# ----------------------------------------------------------------------------- training state
+
+
+def config_hash(config: RunConfig) -> str:
+    """Identifies what a checkpoint was trained on (the task, the model and the optimizer); the
+    device and the number of steps are left out, so a run can move or be continued."""
+    data = config.model_dump(mode="json", include={"task", "model", "train"})
+    data["train"].pop("device", None)
+    data["train"].pop("steps", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def legacy_config_hash(config: RunConfig) -> str:
+    """The hash of reasonlab 0.1.0 checkpoints, which counted the steps in: still resumable."""
+    data = config.model_dump(mode="json", include={"task", "model", "train"})
+    data["train"].pop("device", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pack_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+    """The model, the optimizer state and the RNG states as one flat dict of tensors."""
+    tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).clone()
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = rng
+    return tensors
+
+
+def load_model_state(model: nn.Module, tensors: dict[str, Tensor], source: str) -> None:
+    """Loads a checkpoint's ``model.*`` tensors; a checkpoint of another shape is a ConfigError."""
+    try:
+        model.load_state_dict(strip_prefix(tensors))
+    except RuntimeError:
+        raise ConfigError(f"{source}: checkpoint does not fit this run's model") from None
+
+
+def unpack_state(
+    tensors: dict[str, Tensor],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    param_groups: list[dict[str, Any]],
+    device: torch.device,
+    source: str,
+) -> None:
+    """Restores what ``pack_state`` saved: weights, optimizer state, RNG states."""
+    load_model_state(model, tensors, source)
+    state: dict[int, dict[str, Tensor]] = {}
+    try:
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                moved = value.to(device) if name != "step" else value
+                state.setdefault(int(index), {})[name] = moved
+        optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+    except (ValueError, KeyError, RuntimeError, TypeError, IndexError):
+        raise ConfigError(f"{source}: optimizer state does not fit this run's model") from None
+    try:
+        torch.set_rng_state(tensors["rng.torch"])
+    except (KeyError, RuntimeError, TypeError):
+        raise ConfigError(f"{source}: rng.torch is not a torch RNG state") from None
+    if torch.cuda.is_available():
+        cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+CHECKPOINT_METADATA = {"elapsed_s": (int, float), "tokens": int, "param_groups": list}
+
+
+def permanent_checkpoint(config: RunConfig, step: int, kept: Set[int] = frozenset()) -> bool:
+    """Whether the checkpoint of ``step`` is kept for good (not only as the latest one): the
+    log-spaced schedule, the last step, and the steps a continued run started from."""
+    log_cfg = config.log
+    if log_cfg.checkpoints == "none":
+        return False
+    if step == config.train.steps or step in kept:
+        return True
+    return log_cfg.checkpoints == "log" and is_log_spaced(step, config.eval.every)
+
+
+class TrainingCheckpoints:
+    """The checkpoints of one training run: where a resume starts, what a killed process left
+    behind, and which checkpoint to keep after each evaluation."""
+
+    def __init__(self, run: RunDir, config: RunConfig, kept: Set[int] = frozenset()):
+        self.run, self.config = run, config
+        self.kept = set(kept)  # kept for good beyond the schedule (where continued runs started)
+        self.latest: int | None = None  # the newest checkpoint, kept only to resume from
+
+    def resume_point(self) -> tuple[int, tuple[dict[str, Tensor], dict[str, Any]] | None]:
+        """The newest checkpoint's step and (tensors, metadata), checked; reads, never writes,
+        so a refused resume leaves the folder as it was."""
+        steps = self.run.checkpoint_steps()
+        if not steps:
+            return 0, None
+        step = steps[-1]
+        path = self.run.checkpoint_path(step)
+        tensors, metadata = self.run.load_checkpoint(step)
+        if metadata.get("config_hash") not in (
+            config_hash(self.config),
+            legacy_config_hash(self.config),
+        ):
+            raise ConfigError(f"{path}: checkpoint from another config")
+        bad = [k for k, t in CHECKPOINT_METADATA.items() if not isinstance(metadata.get(k), t)]
+        bad += [] if "rng.torch" in tensors else ["rng.torch"]
+        if bad:
+            raise ConfigError(f"{path}: checkpoint lacks a valid {', '.join(bad)}")
+        return step, (tensors, metadata)
+
+    def repair(self, step: int) -> list[dict[str, Any]]:
+        """Undoes what a process killed after checkpoint ``step`` (-1: none) left behind:
+        temporary files, a stale latest-only checkpoint, metrics past ``step`` and a torn last
+        line. Returns the metrics records kept."""
+        self.run.remove_temporary_files()
+        for stale in self.run.checkpoint_steps():
+            if stale < step and not self.permanent(stale):
+                self.run.delete_checkpoint(stale)
+        steps = self.run.checkpoint_steps()
+        self.latest = steps[-1] if steps and step > 0 else None
+        return self.run.truncate_metrics(step)
+
+    def permanent(self, step: int) -> bool:
+        return permanent_checkpoint(self.config, step, self.kept)
+
+    def save(
+        self,
+        step: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        metadata: dict[str, Any],
+    ) -> None:
+        """After the evaluation of ``step``: writes its checkpoint if the schedule keeps it or
+        ``log.keep_latest`` asks for the latest, and drops the previous latest-only one."""
+        last = step == self.config.train.steps
+        if not (self.permanent(step) or self.config.log.keep_latest):
+            return
+        metadata = {
+            "config_hash": config_hash(self.config),
+            **metadata,
+            "param_groups": optimizer.state_dict()["param_groups"],
+        }
+        self.run.save_checkpoint(step, pack_state(model, optimizer), metadata)
+        if self.latest is not None and self.latest != step and not self.permanent(self.latest):
+            self.run.delete_checkpoint(self.latest)
+        self.latest = step
+        if last and not self.permanent(step):
+            self.run.delete_checkpoint(step)  # the run is over: nothing left to resume
+            self.latest = None

@@ -8,9 +8,6 @@ Evaluation runs every ``eval.every`` steps; checkpoints are kept on a log-spaced
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import math
 import sys
 import time
@@ -34,7 +31,14 @@ from reasonlab.config import (
 from reasonlab.evaluate import evaluate
 from reasonlab.models.build import build_model
 from reasonlab.progress import Progress
-from reasonlab.runs import RunDir, check_data_fingerprint, is_log_spaced, versions, write_json
+from reasonlab.runs import (
+    RunDir,
+    TrainingCheckpoints,
+    check_data_fingerprint,
+    unpack_state,
+    versions,
+    write_json,
+)
 from reasonlab.tasks import TaskData, build_task
 
 RESERVED_KEYS = ("step", "loss", "lr", "tokens", "elapsed_s")
@@ -53,22 +57,6 @@ def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     if cfg.precision == "bf16" and device.type != "cuda":
         raise ConfigError("train.precision: bf16 autocast is only used on CUDA; use fp32 or auto")
     return device.type == "cuda" and cfg.precision in ("auto", "bf16")
-
-
-def config_hash(config: RunConfig) -> str:
-    """Identifies what a checkpoint was trained on (the task, the model and the optimizer); the
-    device and the number of steps are left out, so a run can move or be continued."""
-    data = config.model_dump(mode="json", include={"task", "model", "train"})
-    data["train"].pop("device", None)
-    data["train"].pop("steps", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def legacy_config_hash(config: RunConfig) -> str:
-    """The hash of reasonlab 0.1.0 checkpoints, which counted the steps in: still resumable."""
-    data = config.model_dump(mode="json", include={"task", "model", "train"})
-    data["train"].pop("device", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -125,51 +113,6 @@ def completion_loss(model: nn.Module, tokens: Tensor, loss_mask: Tensor) -> Tens
     return F.cross_entropy(logits[mask].float(), targets[mask])
 
 
-def pack_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
-    tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
-    for index, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
-            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).clone()
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = rng
-    return tensors
-
-
-def unpack_state(
-    tensors: dict[str, Tensor],
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    param_groups: list[dict[str, Any]],
-    device: torch.device,
-    source: str,
-) -> None:
-    model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(model_state)
-    except RuntimeError:
-        raise ConfigError(f"{source}: checkpoint does not fit this run's model") from None
-    state: dict[int, dict[str, Tensor]] = {}
-    try:
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, index, name = key.split(".", 2)
-                moved = value.to(device) if name != "step" else value
-                state.setdefault(int(index), {})[name] = moved
-        optimizer.load_state_dict({"state": state, "param_groups": param_groups})
-    except (ValueError, KeyError, RuntimeError, TypeError, IndexError):
-        raise ConfigError(f"{source}: optimizer state does not fit this run's model") from None
-    try:
-        torch.set_rng_state(tensors["rng.torch"])
-    except (KeyError, RuntimeError, TypeError):
-        raise ConfigError(f"{source}: rng.torch is not a torch RNG state") from None
-    if torch.cuda.is_available():
-        cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -198,6 +141,29 @@ class History:
 def headline_probes(data: TaskData) -> list[str]:
     preferred = [k for k in ("test_inferred_iid", "test_inferred_ood") if k in data.probes]
     return preferred or list(data.probes)[:2]
+
+
+@dataclass
+class Training:
+    """Everything the loop of one run works with: what was built, and where training stands."""
+
+    config: RunConfig
+    run: RunDir
+    data: TaskData
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    autocast: bool
+    checkpoints: TrainingCheckpoints
+    history: History
+    progress: Progress | None = None
+    start_step: int = 0
+    elapsed_before: float = 0.0  # wall seconds of the run before this process took it over
+    tokens_seen: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return round(self.elapsed_before + time.perf_counter() - self.started, 3)
 
 
 def train(
@@ -231,126 +197,73 @@ def train(
         run.load_config()  # a clear error for a missing folder, a study folder, ...
     else:
         run.claim()
+    state = Training(
+        config,
+        run,
+        data,
+        model,
+        optimizer,
+        device,
+        autocast,
+        TrainingCheckpoints(run, config),
+        History(),
+    )
     with run.lock():
-        return _train_locked(
-            config,
-            run,
-            data,
-            model,
-            optimizer,
-            device,
-            autocast,
-            resume,
-            allow_data_change,
-            on_resume,
-        )
+        return _train_locked(state, resume, allow_data_change, on_resume)
 
 
 def _train_locked(
-    config: RunConfig,
-    run: RunDir,
-    data: TaskData,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    device: torch.device,
-    autocast: bool,
+    state: Training,
     resume: bool,
     allow_data_change: bool,
     on_resume: Callable[[int], None] | None,
 ) -> dict[str, Any]:
+    config, run, data = state.config, state.run, state.data
     notes = list(data.notes) + schedule_notes(config.train)
     fingerprint = data.fingerprint()
-    kept: set[int] = set()  # checkpoints kept for good beyond the schedule (continued runs)
-    elapsed_before, tokens_seen, records = 0.0, 0, []
     if resume:
-        previous = run.summary() or {}
-        data_note = check_data_fingerprint(run, fingerprint, allow_data_change)
-        start_step, state = _prepare_resume(run, config)
-        recorded_steps = run.load_config().train.steps
-        kept = {int(s) for s in previous.get("continued_from", [])}
-        notes = list(dict.fromkeys([*previous.get("notes", []), *notes]))
-        if recorded_steps != config.train.steps:
-            if config.train.steps <= start_step:
-                raise ConfigError(
-                    f"train.steps: {config.train.steps} is not beyond step {start_step}, "
-                    "where the run's newest checkpoint is"
-                )
-            kept.add(start_step)
-            notes.append(
-                f"continued from step {start_step}: train.steps {recorded_steps} -> "
-                f"{config.train.steps}"
-            )
-        if data_note:
-            notes.append(data_note)
-        if state is not None:
-            tensors, metadata = state
-            path = str(run.checkpoint_path(start_step))
-            unpack_state(tensors, model, optimizer, metadata["param_groups"], device, path)
-            elapsed_before, tokens_seen = metadata["elapsed_s"], metadata["tokens"]
-        # every check passed and the checkpoint is restored: only now may the folder change
-        if on_resume is not None:
-            on_resume(start_step)
-        if recorded_steps != config.train.steps:
-            write_json(run.config_path, config.model_dump(mode="json"))
-        # repair what a killed process left behind
-        records = _repair_for_resume(run, config, start_step if state is not None else -1, kept)
+        notes = _prepare_resume(state, fingerprint, notes, allow_data_change, on_resume)
     else:
         run.create(config, data.vocab)
-        start_step = 0
     for note in notes:
         if note.startswith(WARNING_PREFIX):
             print(f"{run.path}: {note}", file=sys.stderr)
 
-    history = History(records, step=start_step)
+    history = state.history
     summary_base = {
         "status": "running",
         "steps": config.train.steps,
-        "device": str(device),
-        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "device": str(state.device),
+        "num_parameters": sum(p.numel() for p in state.model.parameters()),
         "data_fingerprint": fingerprint,
         "data_stats": data.stats,
         "notes": notes,
         "versions": versions(),
     }
-    if kept:
-        summary_base["continued_from"] = sorted(kept)
+    if state.checkpoints.kept:
+        summary_base["continued_from"] = sorted(state.checkpoints.kept)
     write_json(
         run.summary_path,
         {
             **summary_base,
             **history.summary(config.eval.threshold),
-            "step": start_step,
-            "wall_s": elapsed_before,
+            "step": state.start_step,
+            "wall_s": state.elapsed_before,
         },
     )
-    progress = Progress(
+    state.progress = Progress(
         config.log.progress,
         config.train.steps,
-        start_step,
+        state.start_step,
         headline_probes(data),
         run=run.path,
         eval_every=config.eval.every,
-        device=device.type,
+        device=state.device.type,
     )
-    started = time.perf_counter()
+    state.started = time.perf_counter()
     status, error = "failed", None
     try:
-        _loop(
-            config,
-            run,
-            model,
-            optimizer,
-            data,
-            device,
-            autocast,
-            history,
-            progress,
-            start_step,
-            elapsed_before,
-            tokens_seen,
-            started,
-            kept,
-        )
+        _loop(state)
         status = "completed"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -359,7 +272,7 @@ def _train_locked(
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        progress.close()
+        state.progress.close()
         checkpoints = run.checkpoint_steps()
         summary = {
             **summary_base,
@@ -367,7 +280,7 @@ def _train_locked(
             **history.summary(config.eval.threshold),
             "step": history.step,
             "last_checkpoint": checkpoints[-1] if checkpoints else None,
-            "wall_s": round(elapsed_before + time.perf_counter() - started, 3),
+            "wall_s": state.elapsed(),
         }
         if status != "completed" and checkpoints:
             summary["resume"] = f"reasonlab run --resume {run.path}"
@@ -375,6 +288,53 @@ def _train_locked(
             summary["error"] = error
         write_json(run.summary_path, summary)
     return summary
+
+
+def _prepare_resume(
+    state: Training,
+    fingerprint: str,
+    notes: list[str],
+    allow_data_change: bool,
+    on_resume: Callable[[int], None] | None,
+) -> list[str]:
+    """Checks everything a resume depends on, restores the newest checkpoint into ``state``,
+    and only then repairs the folder. Returns the run's notes."""
+    config, run, checkpoints = state.config, state.run, state.checkpoints
+    previous = run.summary() or {}
+    data_note = check_data_fingerprint(run, fingerprint, allow_data_change)
+    start_step, saved = checkpoints.resume_point()
+    recorded_steps = run.load_config().train.steps
+    checkpoints.kept = {int(s) for s in previous.get("continued_from", [])}
+    notes = list(dict.fromkeys([*previous.get("notes", []), *notes]))
+    if recorded_steps != config.train.steps:
+        if config.train.steps <= start_step:
+            raise ConfigError(
+                f"train.steps: {config.train.steps} is not beyond step {start_step}, "
+                "where the run's newest checkpoint is"
+            )
+        checkpoints.kept.add(start_step)
+        notes.append(
+            f"continued from step {start_step}: train.steps {recorded_steps} -> "
+            f"{config.train.steps}"
+        )
+    if data_note:
+        notes.append(data_note)
+    if saved is not None:
+        tensors, metadata = saved
+        path = str(run.checkpoint_path(start_step))
+        unpack_state(
+            tensors, state.model, state.optimizer, metadata["param_groups"], state.device, path
+        )
+        state.elapsed_before, state.tokens_seen = metadata["elapsed_s"], metadata["tokens"]
+        state.start_step = state.history.step = start_step
+    # every check passed and the checkpoint is restored: only now may the folder change
+    if on_resume is not None:
+        on_resume(start_step)
+    if recorded_steps != config.train.steps:
+        write_json(run.config_path, config.model_dump(mode="json"))
+    # repair what a killed process left behind
+    state.history.records = checkpoints.repair(start_step if saved is not None else -1)
+    return notes
 
 
 WARNING_PREFIX = "warning: "
@@ -407,83 +367,44 @@ def extend_config(config: RunConfig, overrides: list[str]) -> RunConfig:
     return extended
 
 
-CHECKPOINT_METADATA = {"elapsed_s": (int, float), "tokens": int, "param_groups": list}
-
-
-def _prepare_resume(run: RunDir, config: RunConfig):
-    """The newest checkpoint's step and (tensors, metadata), checked; reads, never writes, so a
-    refused resume leaves the folder as it was."""
-    steps = run.checkpoint_steps()
-    if not steps:
-        return 0, None
-    step = steps[-1]
-    path = run.checkpoint_path(step)
-    tensors, metadata = run.load_checkpoint(step)
-    if metadata.get("config_hash") not in (config_hash(config), legacy_config_hash(config)):
-        raise ConfigError(f"{path}: checkpoint from another config")
-    bad = [k for k, kind in CHECKPOINT_METADATA.items() if not isinstance(metadata.get(k), kind)]
-    bad += [] if "rng.torch" in tensors else ["rng.torch"]
-    if bad:
-        raise ConfigError(f"{path}: checkpoint lacks a valid {', '.join(bad)}")
-    return step, (tensors, metadata)
-
-
-def _repair_for_resume(
-    run: RunDir, config: RunConfig, step: int, kept: set[int]
-) -> list[dict[str, Any]]:
-    """Undoes what a process killed after checkpoint ``step`` (-1: none) left behind: temporary
-    files, a stale latest-only checkpoint, metrics past ``step`` and a torn last line."""
-    run.remove_temporary_files()
-    for stale in run.checkpoint_steps():
-        if stale < step and not permanent_checkpoint(config, stale, kept):
-            run.delete_checkpoint(stale)
-    return run.truncate_metrics(step)
-
-
-def _loop(
-    config: RunConfig,
-    run: RunDir,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: TaskData,
-    device: torch.device,
-    autocast: bool,
-    history: History,
-    progress: Progress,
-    start_step: int,
-    elapsed_before: float,
-    tokens_seen: int,
-    started: float,
-    kept: set[int],
-) -> None:
+def _loop(state: Training) -> None:
+    config, run, data, model, device = (
+        state.config,
+        state.run,
+        state.data,
+        state.model,
+        state.device,
+    )
     train_cfg, eval_cfg = config.train, config.eval
+    progress, history, optimizer = state.progress, state.history, state.optimizer
+    assert progress is not None
     sampler = EpochSampler(len(data.train_tokens), train_cfg.batch_size, train_cfg.seed)
-    context = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else nullcontext()
+    context = torch.autocast("cuda", dtype=torch.bfloat16) if state.autocast else nullcontext()
     pin = device.type == "cuda"
     train_tokens = data.train_tokens.pin_memory() if pin else data.train_tokens
     train_mask = data.train_loss_mask.pin_memory() if pin else data.train_loss_mask
-    latest_kept: int | None = run.checkpoint_steps()[-1] if start_step else None
+    model_shape = {"vocab_size": data.vocab_size, "seq_len": data.max_seq_len}
 
     def log_evaluation(step: int, loss: float | None) -> dict[str, Any]:
         progress.evaluating(step)
-        accuracies = evaluate(model, data.probes, eval_cfg.batch_size, device, autocast)
+        accuracies = evaluate(model, data.probes, eval_cfg.batch_size, device, state.autocast)
         record = {
             "step": step,
             **accuracies,
             "loss": loss,
             "lr": learning_rate(max(step - 1, 0), train_cfg),
-            "tokens": tokens_seen,
-            "elapsed_s": round(elapsed_before + time.perf_counter() - started, 3),
+            "tokens": state.tokens_seen,
+            "elapsed_s": state.elapsed(),
         }
         run.append_metrics(record)
         history.records.append(record)
         return record
 
-    if start_step == 0 and eval_cfg.at_start:
+    if state.start_step == 0 and eval_cfg.at_start:
         progress.evaluated(log_evaluation(0, None))
     model.train()
     loss_sum, loss_count = 0.0, 0
-    for step in range(start_step, train_cfg.steps):
+    for step in range(state.start_step, train_cfg.steps):
         lr = learning_rate(step, train_cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -498,7 +419,7 @@ def _loop(
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
         optimizer.step()
         loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
-        tokens_seen += int((tokens != data.pad_id).sum())
+        state.tokens_seen += int((tokens != data.pad_id).sum())
         done = history.step = step + 1
         progress.step_done(done)
         if done % eval_cfg.every and done != train_cfg.steps:
@@ -506,47 +427,9 @@ def _loop(
         record = log_evaluation(done, round(loss_sum / loss_count, 6))
         loss_sum, loss_count = 0.0, 0
         progress.evaluated(record)
-        latest_kept = _checkpoint(
-            config, run, model, optimizer, done, record, tokens_seen, latest_kept, kept
-        )
-
-
-def permanent_checkpoint(config: RunConfig, step: int, kept: set[int] = frozenset()) -> bool:
-    """Whether the checkpoint of ``step`` is kept for good (not only as the latest one): the
-    log-spaced schedule, the last step, and the steps a continued run started from."""
-    log_cfg = config.log
-    if log_cfg.checkpoints == "none":
-        return False
-    if step == config.train.steps or step in kept:
-        return True
-    return log_cfg.checkpoints == "log" and is_log_spaced(step, config.eval.every)
-
-
-def _checkpoint(
-    config: RunConfig,
-    run: RunDir,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    step: int,
-    record: dict[str, Any],
-    tokens_seen: int,
-    latest_kept: int | None,
-    kept: set[int],
-) -> int | None:
-    last = step == config.train.steps
-    permanent = functools.partial(permanent_checkpoint, config, kept=kept)
-    if not (permanent(step) or config.log.keep_latest):
-        return latest_kept
-    metadata = {
-        "config_hash": config_hash(config),
-        "elapsed_s": record["elapsed_s"],
-        "tokens": tokens_seen,
-        "param_groups": optimizer.state_dict()["param_groups"],
-    }
-    run.save_checkpoint(step, pack_state(model, optimizer), metadata)
-    if latest_kept is not None and latest_kept != step and not permanent(latest_kept):
-        run.delete_checkpoint(latest_kept)
-    if last and not permanent(step):
-        run.delete_checkpoint(step)  # the run is over: nothing left to resume
-        return None
-    return step
+        metadata = {
+            "elapsed_s": record["elapsed_s"],
+            "tokens": state.tokens_seen,
+            "model_shape": model_shape,
+        }
+        state.checkpoints.save(done, model, optimizer, metadata)

@@ -93,7 +93,7 @@ def to_hooked_transformer(model: GPT) -> HookedTransformer:
         d_model=cfg.d_model,
         d_head=cfg.d_model // cfg.n_heads,
         n_heads=cfg.n_heads,
-        d_mlp=cfg.d_mlp or 4 * cfg.d_model,
+        d_mlp=cfg.d_mlp,
         d_vocab=cfg.vocab_size,
         n_ctx=cfg.max_seq_len,
         act_fn="gelu_new",

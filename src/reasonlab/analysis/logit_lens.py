@@ -2,8 +2,8 @@
 
 For queries (N, L) and one target token per query, ``logit_lens`` gives the target's rank
 (0 = top-1), reciprocal rank 1/(rank+1) and probability at every layer x position. Works on any
-model family that names its residual stream (``residual_names()``) and exposes ``ln_final`` and
-``unembed`` (the GPT here; Mamba uses the same names).
+model family through its interface (``models/base.py``): ``residual_names()`` and ``read_out``
+(the final norm, then the unembedding).
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from reasonlab.models.base import LanguageModel
 
 
 @dataclass
@@ -46,14 +48,14 @@ def ranks_of(logits: Tensor, target: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def read_residual(model: nn.Module, residual: Tensor) -> Tensor:
+def read_residual(model: LanguageModel, residual: Tensor) -> Tensor:
     """Logits a residual stream state would give if it were the last layer's output."""
-    return model.unembed(model.ln_final(residual)).float()
+    return model.read_out(residual).float()
 
 
 @torch.no_grad()
 def logit_lens(
-    model: nn.Module, tokens: Tensor, target: Tensor, batch_size: int = 512
+    model: LanguageModel, tokens: Tensor, target: Tensor, batch_size: int = 512
 ) -> LensResult:
     """tokens (N, L) int64, target (N,) int64 token ids -> LensResult over all layers/positions."""
     was_training = model.training

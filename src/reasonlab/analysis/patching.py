@@ -1,7 +1,8 @@
 """Causal tracing / activation patching over a layer x position grid.
 
 For clean queries and counterfactual queries that differ in one token, the activation at one hook
-(residual stream by default, or attention / MLP output) of one layer and one position is replaced
+(residual stream by default, or a per-layer component: attention / MLP output for the GPT,
+the mixer output for Mamba) of one layer and one position is replaced
 by its counterfactual value, the rest of the network is rerun, and the clean target's rank,
 probability and logit difference (clean target minus counterfactual target) are read at one
 position. A large drop means that layer x position carries the information that was changed.
@@ -12,21 +13,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from reasonlab.analysis.logit_lens import ranks_of
+from reasonlab.models.base import LanguageModel
 
-HOOKS = ("resid", "attn_out", "mlp_out")
+
+def hook_kinds(model: LanguageModel) -> list[str]:
+    """``resid`` and the model family's per-layer components (attn_out, mlp_out; mixer_out)."""
+    return ["resid", *model.component_hooks()]
 
 
-def hook_rows(model: nn.Module, hook: str) -> list[str]:
+def hook_rows(model: LanguageModel, hook: str) -> list[str]:
     """Hook names of the grid's rows: for ``resid`` the embeddings and every block's output
-    (as in the logit lens), for ``attn_out`` / ``mlp_out`` every block's output of that kind."""
+    (as in the logit lens), for a component kind every block's output of that kind."""
     if hook == "resid":
         return model.residual_names()
-    if hook in HOOKS:
-        return [f"blocks.{layer}.hook_{hook}" for layer in range(len(model.blocks))]
-    raise ValueError(f"unknown hook kind {hook!r} (known: {', '.join(HOOKS)})")
+    components = model.component_hooks()
+    if hook in components:
+        return components[hook]
+    raise ValueError(f"unknown hook kind {hook!r} (known: {', '.join(hook_kinds(model))})")
 
 
 @dataclass
@@ -56,7 +62,7 @@ def _read(logits: Tensor, position: int, clean_target: Tensor, corrupt_target: T
 
 @torch.no_grad()
 def patch_grid(
-    model: nn.Module,
+    model: LanguageModel,
     clean: Tensor,
     corrupt: Tensor,
     clean_target: Tensor,

@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from reasonlab.analysis.logit_lens import first_top1_layer, logit_lens
-from reasonlab.analysis.patching import HOOKS, patch_grid
+from reasonlab.analysis.patching import hook_kinds, patch_grid
 from reasonlab.analysis.plots import heatmap, lines, trace_over_training
 from reasonlab.analysis.twohop_queries import (
     can_change,
@@ -36,9 +35,10 @@ from reasonlab.analysis.twohop_queries import (
     query_tensors,
     target_names,
 )
-from reasonlab.config import ConfigError, RunConfig, TwoHopTaskConfig
+from reasonlab.config import ConfigError, TwoHopTaskConfig
+from reasonlab.models.base import LanguageModel
 from reasonlab.models.build import build_model
-from reasonlab.runs import RunDir, check_data_fingerprint, load_checkpoint_file, write_json
+from reasonlab.runs import RunDir, check_data_fingerprint, write_json
 from reasonlab.tasks import build_task
 from reasonlab.tasks.twohop import Chains, Vocabulary, build_splits, probe_chains
 
@@ -55,24 +55,6 @@ def select_steps(run: RunDir, checkpoint: str) -> list[int]:
     if not checkpoint.isdigit() or int(checkpoint) not in steps:
         raise ConfigError(f"--checkpoint: {checkpoint!r} is not one of last, all, {steps}")
     return [int(checkpoint)]
-
-
-def load_model(
-    run: RunDir, config: RunConfig, vocab_size: int, seq_len: int, step: int
-) -> nn.Module:
-    """The model of checkpoint ``step``; learned position tables fix the length they were
-    trained with, which wins over ``seq_len``."""
-    path = run.checkpoint_path(step)
-    tensors, _ = load_checkpoint_file(path)
-    state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    if "pos_embed.weight" in state:
-        seq_len = state["pos_embed.weight"].shape[0]
-    model = build_model(config.model, vocab_size, seq_len)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError:
-        raise ConfigError(f"{path}: does not fit the model of {run.config_path}") from None
-    return model.eval()
 
 
 class TwoHopRun:
@@ -114,8 +96,15 @@ class TwoHopRun:
             )
         return chains
 
-    def model(self, step: int) -> nn.Module:
-        return load_model(self.run, self.config, len(self.vocab.tokens), self.seq_len, step)
+    def model(self, step: int) -> LanguageModel:
+        return self.run.load_model(step, self.config)
+
+    def hook_kinds(self) -> list[str]:
+        """What tracing can patch in this run's model family: the residual stream and each
+        per-layer component (built on the meta device: no weights are read)."""
+        with torch.device("meta"):
+            model = build_model(self.config.model, len(self.vocab.tokens), self.seq_len)
+        return hook_kinds(model)
 
     @property
     def out_dir(self) -> Path:
@@ -240,9 +229,10 @@ def run_trace(
     """Causal tracing: patch ``hook`` at each layer x position from counterfactual queries that
     change one part (``change``) and read whether the clean ``target`` survives; files as in
     ``run_logit_lens``. Works on two-hop and k-hop probes."""
-    if hook not in HOOKS:
-        raise ConfigError(f"--hook: {hook!r} is not one of {', '.join(HOOKS)}")
     subject = _open(run_dir, allow_data_change)
+    if hook not in subject.hook_kinds():
+        known = ", ".join(subject.hook_kinds())
+        raise ConfigError(f"--hook: {hook!r} is not one of {known} ({subject.config.model.kind})")
     cot = subject.task.cot
     with subject.run.lock():
         chains = subject.queries(probe, n_queries)
