@@ -169,3 +169,30 @@ def test_bench_scan_prints_a_table_and_json(capsys):
 def test_bench_scan_refuses_bad_lengths(lengths, capsys):
     code, _, err = run_cli(["bench", "scan", "--lengths", lengths], capsys)
     assert code == 2 and err.startswith("error: --lengths")
+
+
+def test_bench_step_mamba_times_every_peer_on_the_same_shape(capsys):
+    pytest.importorskip("mambapy")
+    pytest.importorskip("transformers")
+    args = ["bench", "step", "--model", "mamba", "--layers", "1", "--width", "16"]
+    code, out, err = run_cli([*args, "--batch", "2", "--seq-len", "5", "--repeats", "1"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert set(result["median_ms"]) == {
+        "reasonlab",
+        "reasonlab_gpt",
+        "mambapy",
+        "transformers_mamba",
+    }
+    counts = result["parameters"]
+    # the peers are the same model: the same number of parameters
+    assert counts["reasonlab"] == counts["mambapy"] == counts["transformers_mamba"]
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [(["step", "--model", "rwkv"], "--model"), (["eval"], "--run"), (["nope"], "NAME")],
+)
+def test_bench_refuses_bad_choices(args, field, capsys):
+    code, _, err = run_cli(["bench", *args], capsys)
+    assert code == 2 and err.startswith(f"error: {field}") and err.count("\n") == 1

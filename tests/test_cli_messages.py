@@ -187,7 +187,8 @@ def test_config_defaults_is_a_config_file_of_every_key_at_its_default(capsys):
     lines = out.splitlines()
     for path in key_paths():
         key = path.rsplit(".", 1)[-1]
-        assert any(re.match(rf"^\s*{key}: .+# \S", line) for line in lines), path
+        # keys of another kind of a section (model.kind: mamba) are shown commented out
+        assert any(re.match(rf"^(# )?\s*{key}: .+# \S", line) for line in lines), path
 
 
 def test_every_config_key_has_a_meaning():

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from conftest import tiny_config, tiny_task
-from reasonlab.config import GPTModelConfig, TrainConfig
+from reasonlab.config import GPTModelConfig, MambaModelConfig, TrainConfig
 from reasonlab.models.build import build_model
 from reasonlab.tasks import build_task
 from reasonlab.train import completion_loss, make_optimizer
@@ -148,3 +148,13 @@ def test_completion_loss_on_a_training_batch_of_every_cot_pattern():
         model = TableModel(data.vocab_size, tokens.shape[1])
         expected = hand_loss(model, tokens, mask).item()
         assert completion_loss(model, tokens, mask).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_mamba_a_log_and_d_are_not_decayed():
+    model = build_model(MambaModelConfig(n_layers=2, d_model=16, d_state=4), 20, 6)
+    optimizer = make_optimizer(model, TrainConfig(weight_decay=0.1))
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in optimizer.param_groups[0]["params"]}
+    assert not any(n.endswith(("A_log", ".D")) for n in decayed)
+    assert {"blocks.0.mixer.in_proj.weight", "blocks.1.mixer.x_proj.weight"} <= decayed
+    assert len(decayed) + len(optimizer.param_groups[1]["params"]) == len(names)

@@ -59,6 +59,13 @@ KILL_CONFIG: dict[str, Any] = {
     "eval": {"every": 5, "batch_size": 256},
 }
 RECORDS = KILL_CONFIG["train"]["steps"] // KILL_CONFIG["eval"]["every"] + 1  # 17
+# The same run on a Mamba (no dropout there: the RNG state is still restored and checked through
+# the batches), killed mid-run once.
+MAMBA_KILL_CONFIG: dict[str, Any] = {
+    **KILL_CONFIG,
+    "model": {"kind": "mamba", "n_layers": 2, "d_model": 32, "d_state": 8},
+}
+MAMBA_KILL_AT = 5
 # SIGKILL once metrics.jsonl holds k complete records, after a short extra delay (seconds):
 # k=1 is before the first checkpoint (the resume starts over), k=5 and k=9 are mid-run.
 KILL_POINTS = {1: 0.0, 5: 0.0, 9: 0.02}
@@ -110,6 +117,7 @@ class Killed:
     at: int
     delay: float
     sig: signal.Signals
+    mamba: bool = False  # compared with the uninterrupted Mamba run, not the GPT one
     live_status: str | None = None
     kill_result: tuple[int, str, str] | None = None
     records_after_kill: int = 0
@@ -121,6 +129,7 @@ class Killed:
 class Scenario:
     config: Path
     reference: Path
+    mamba_reference: Path
     twin: Path
     data_subprocess: Path
     killed: dict[str, Killed]
@@ -134,6 +143,8 @@ def scenario(tmp_path_factory) -> Iterator[Scenario]:
     root = tmp_path_factory.mktemp("reliability")
     config = root / "tiny.yaml"
     config.write_text(yaml.safe_dump(KILL_CONFIG))
+    mamba_config = root / "tiny-mamba.yaml"
+    mamba_config.write_text(yaml.safe_dump(MAMBA_KILL_CONFIG))
     progress_off = ("--set", "log.progress=false")
     processes: list[subprocess.Popen] = []
 
@@ -160,7 +171,18 @@ def scenario(tmp_path_factory) -> Iterator[Scenario]:
             0.0,
             signal.SIGTERM,
         )
+        killed[f"mamba-sigkill-{MAMBA_KILL_AT}"] = Killed(
+            start("run", mamba_config, "--out", root / "mamba-sigkill", *progress_off),
+            root / "mamba-sigkill",
+            MAMBA_KILL_AT,
+            0.0,
+            signal.SIGKILL,
+            mamba=True,
+        )
         reference = start("run", config, "--out", root / "reference", *progress_off)
+        mamba_reference = start(
+            "run", mamba_config, "--out", root / "mamba-reference", *progress_off
+        )
         twin = start("run", config, "--out", root / "twin", *progress_off, hash_seed="12345")
         data = start("data", config, "--out", root / "data-subprocess", hash_seed="777")
 
@@ -190,10 +212,17 @@ def scenario(tmp_path_factory) -> Iterator[Scenario]:
         resumes = {name: start("run", "--resume", run.run) for name, run in killed.items()}
         for name, process in resumes.items():
             killed[name].resume_result = finish(process)
-        for process in (reference, twin, data):
+        for process in (reference, mamba_reference, twin, data):
             code, _, err = finish(process)
             assert code == 0, err
-        yield Scenario(config, root / "reference", root / "twin", root / "data-subprocess", killed)
+        yield Scenario(
+            config,
+            root / "reference",
+            root / "mamba-reference",
+            root / "twin",
+            root / "data-subprocess",
+            killed,
+        )
     finally:
         for process in processes:
             if process.poll() is None:
@@ -204,7 +233,9 @@ def scenario(tmp_path_factory) -> Iterator[Scenario]:
 # ----------------------------------------------------------------------------- resume is exact
 
 
-@pytest.mark.parametrize("name", [f"sigkill-{k}" for k in KILL_POINTS])
+@pytest.mark.parametrize(
+    "name", [*(f"sigkill-{k}" for k in KILL_POINTS), f"mamba-sigkill-{MAMBA_KILL_AT}"]
+)
 def test_sigkill_then_resume_gives_the_uninterrupted_metrics(scenario, name):
     killed = scenario.killed[name]
     assert killed.kill_result[0] == -signal.SIGKILL, killed.kill_result[2]
@@ -216,7 +247,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_metrics(scenario, name):
     code, out, err = killed.resume_result
     assert code == 0, err
     assert "completed" in out
-    reference = scenario.reference
+    reference = scenario.mamba_reference if killed.mamba else scenario.reference
     assert without_elapsed(read_metrics(killed.run)) == without_elapsed(read_metrics(reference))
     assert metrics_hash(killed.run) == metrics_hash(reference)
     summary = json.loads((killed.run / "summary.json").read_text())

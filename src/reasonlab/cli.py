@@ -278,35 +278,55 @@ def analyze_trace(
     typer.echo(f"wrote {Path(run_dir) / 'analysis'}")
 
 
+# Shapes of ``bench step`` when not given: the quick CoT model, and a COPY-like Mamba.
+STEP_SHAPES = {
+    "gpt": {"n_layers": 4, "d_model": 128, "batch_size": 512, "seq_len": 5},
+    "mamba": {"n_layers": 2, "d_model": 128, "batch_size": 64, "seq_len": 41},
+}
+
+
 @app.command()
 def bench(
     name: str = typer.Argument(
         "step",
         metavar="NAME",
-        help="step: one training step vs Hugging Face GPT-2; scan: Mamba's selective scan "
-        "(forward + backward) vs mambapy's parallel scan and the sequential loop.",
+        help="step: one training step vs Hugging Face (GPT-2, or with --model mamba mambapy and "
+        "MambaForCausalLM); scan: Mamba's selective scan (forward + backward) vs mambapy's "
+        "parallel scan and the sequential loop; eval: evaluation of a trained run's probes, "
+        "incremental decoding vs full recomputation (--run).",
     ),
-    n_layers: int = typer.Option(4, "--layers", min=1, help="step: blocks of both models."),
-    d_model: int = typer.Option(128, "--width", min=1, help="step: residual width (d_model)."),
-    n_heads: int = typer.Option(4, "--heads", min=1, help="step: attention heads."),
+    model: str = typer.Option("gpt", "--model", help="step: gpt or mamba."),
+    n_layers: int | None = typer.Option(
+        None, "--layers", min=1, help="step: blocks (default: gpt 4, mamba 2)."
+    ),
+    d_model: int | None = typer.Option(
+        None, "--width", min=1, help="step: residual width (default 128)."
+    ),
+    n_heads: int = typer.Option(4, "--heads", min=1, help="step: attention heads (gpt)."),
     batch_size: int | None = typer.Option(
-        None, "--batch", min=1, help="Sequences per step (default: step 512, scan 16)."
+        None,
+        "--batch",
+        min=1,
+        help="Sequences per step (default: step gpt 512, mamba 64; scan 16).",
     ),
-    seq_len: int = typer.Option(5, "--seq-len", min=2, help="step: tokens per sequence."),
+    seq_len: int | None = typer.Option(
+        None, "--seq-len", min=2, help="step: tokens per sequence (default: gpt 5, mamba 41)."
+    ),
     repeats: int | None = typer.Option(
         None,
         "--repeats",
         min=1,
-        help="Timed runs per method after an untimed warm-up (default: step 20, scan 5).",
+        help="Timed runs per method after an untimed warm-up (default: step 20, scan 5, eval 3).",
     ),
     lengths: str = typer.Option(
         "64,256,1024", "--lengths", help="scan: comma-separated sequence lengths."
     ),
     d_inner: int = typer.Option(256, "--d-inner", min=1, help="scan: channels (d_inner)."),
-    d_state: int = typer.Option(16, "--d-state", min=1, help="scan: state size N."),
+    d_state: int = typer.Option(16, "--d-state", min=1, help="scan, step mamba: state size N."),
     memory: bool = typer.Option(
         True, "--memory/--no-memory", help="scan: also measure peak memory (a subprocess per case)."
     ),
+    run_dir: Path | None = typer.Option(None, "--run", help="eval: a trained run folder."),
 ) -> None:
     """Speed benchmarks against real peers, printed as JSON (step: median seconds per step;
     scan: a markdown table on stderr, then JSON)."""
@@ -332,8 +352,35 @@ def bench(
         typer.echo(format_scan_table(result), err=True)
         typer.echo(json.dumps(result, indent=2))
         return
+    if name == "eval":
+        if run_dir is None:
+            raise ConfigError("--run: bench eval needs a trained run folder")
+        from reasonlab.bench_eval import eval_benchmark
+
+        typer.echo(json.dumps(eval_benchmark(run_dir, repeats=repeats or 3), indent=2))
+        return
     if name != "step":
-        raise ConfigError(f"NAME: unknown benchmark {name!r} (known: step, scan)")
+        raise ConfigError(f"NAME: unknown benchmark {name!r} (known: step, scan, eval)")
+    if model not in STEP_SHAPES:
+        raise ConfigError(f"--model: {model!r} is not one of {', '.join(STEP_SHAPES)}")
+    shape = STEP_SHAPES[model]
+    n_layers = n_layers or shape["n_layers"]
+    d_model = d_model or shape["d_model"]
+    batch_size = batch_size or shape["batch_size"]
+    seq_len = seq_len or shape["seq_len"]
+    if model == "mamba":
+        from reasonlab.bench import mamba_step_time
+
+        result = mamba_step_time(
+            n_layers,
+            d_model,
+            d_state,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            repeats=repeats or 10,
+        )
+        typer.echo(json.dumps(result, indent=2))
+        return
     from reasonlab.bench import step_time
 
     if d_model % n_heads:
@@ -342,7 +389,7 @@ def bench(
         n_layers,
         d_model,
         n_heads,
-        batch_size=batch_size or 512,
+        batch_size=batch_size,
         seq_len=seq_len,
         repeats=repeats or 20,
     )
@@ -355,10 +402,12 @@ def export(
     out: Path = typer.Argument(
         ..., metavar="OUT", help="A new (or empty) folder for the exported model."
     ),
-    format_: str = typer.Option("hf", "--format", help="hf: a Hugging Face GPT-2 checkpoint."),
+    format_: str = typer.Option(
+        "hf", "--format", help="hf: a Hugging Face checkpoint (GPT-2, or MambaForCausalLM)."
+    ),
     checkpoint: str = typer.Option("last", "--checkpoint", help="STEP or last."),
 ) -> None:
-    """Export a run's model: GPT2LMHeadModel.from_pretrained(OUT) gives the same logits."""
+    """Export a run's model: AutoModelForCausalLM.from_pretrained(OUT) gives the same logits."""
     from reasonlab.export import export_run
 
     record = export_run(run_dir, out, fmt=format_, checkpoint=checkpoint)

@@ -463,8 +463,8 @@ def kind_section_from_dict(section: str, data: Any) -> Any:
     """The ``task`` or ``model`` section: the class registered for its ``kind``, validated, with
     errors named by their path in the config (``model.d_state: ...``)."""
     base, default = KIND_SECTIONS[section]
-    if data is None:
-        data = {}
+    if data is None and section == "task":
+        data = {}  # ``task:`` alone has always meant the default task
     if not isinstance(data, dict):
         raise ConfigError(_section_not_a_mapping(section, _models_at(RunConfig, [section]), data))
     kind = data.get("kind", default)

@@ -1,11 +1,17 @@
 """Export a trained run to other libraries' formats.
 
-``hf``: a Hugging Face GPT-2 checkpoint (``GPT2LMHeadModel.from_pretrained(OUT)`` gives the same
-logits as reasonlab's GPT). The two models are the same function written twice: pre-LN blocks,
-q/k/v packed in one projection, tanh GELU ("gelu_new"), learned positions, no unembedding bias.
-The one layout difference is that GPT-2's ``Conv1D`` stores weights (in, out) where ``nn.Linear``
-stores them (out, in), so every projection is transposed. Rotary positions have no GPT-2
-counterpart and are refused. ``transformers`` is imported only here, when an export is asked for.
+``hf``: a Hugging Face checkpoint that ``AutoModelForCausalLM.from_pretrained(OUT)`` loads with the
+same logits as ours; ``to_hf(model)`` picks the conversion by ``model.family``.
+
+- GPT -> ``GPT2LMHeadModel``. The two models are the same function written twice: pre-LN blocks,
+  q/k/v packed in one projection, tanh GELU ("gelu_new"), learned positions, no unembedding bias.
+  The one layout difference is that GPT-2's ``Conv1D`` stores weights (in, out) where
+  ``nn.Linear`` stores them (out, in), so every projection is transposed. Rotary positions have no
+  GPT-2 counterpart and are refused.
+- Mamba -> ``MambaForCausalLM``. Same blocks, same parameter shapes (A_log, D, depthwise conv
+  weights (d_inner, 1, d_conv)); only the names differ.
+
+``transformers`` is imported only here, when an export is asked for.
 """
 
 from __future__ import annotations
@@ -17,15 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from reasonlab.config import ConfigError, RunConfig, TwoHopTaskConfig
+from reasonlab.config import ConfigError, GPTModelConfig, RunConfig, TwoHopTaskConfig
 from reasonlab.io import make_dir, require_empty_folder
-from reasonlab.models.build import build_model
 from reasonlab.models.gpt import GPT
-from reasonlab.runs import RunDir, load_checkpoint_file, write_json
+from reasonlab.runs import RunDir, write_json
 from reasonlab.tasks.twohop import Vocabulary
 
 if TYPE_CHECKING:
-    from transformers import GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel, MambaForCausalLM, PreTrainedModel
+
+    from reasonlab.models.base import LanguageModel
+    from reasonlab.models.mamba import Mamba
 
 FORMATS = ("hf",)
 
@@ -121,6 +129,59 @@ def to_hf_gpt2(model: GPT) -> GPT2LMHeadModel:
     return load_every_parameter(transformers.GPT2LMHeadModel(config), hf_state_dict(model), "GPT-2")
 
 
+def hf_mamba_state_dict(model: Mamba) -> dict[str, torch.Tensor]:
+    """Our Mamba's weights under ``MambaForCausalLM``'s names (the layouts are the same)."""
+    renames = {
+        "embed.": "backbone.embeddings.",
+        "blocks.": "backbone.layers.",
+        "ln_final.": "backbone.norm_f.",
+        "unembed.": "lm_head.",
+    }
+    state = {}
+    for name, tensor in model.state_dict().items():
+        prefix = next(p for p in renames if name.startswith(p))
+        state[renames[prefix] + name[len(prefix) :]] = tensor.detach().contiguous().clone()
+    return state
+
+
+def to_hf_mamba(model: Mamba) -> MambaForCausalLM:
+    """A ``transformers.MambaForCausalLM`` (eval mode) computing the same logits."""
+    cfg = model.cfg
+    transformers = _transformers()
+    config = transformers.MambaConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.d_model,
+        state_size=cfg.d_state,
+        num_hidden_layers=cfg.n_layers,
+        expand=cfg.expand,
+        conv_kernel=cfg.d_conv,
+        time_step_rank=cfg.dt_rank,
+        time_step_min=cfg.dt_min,
+        time_step_max=cfg.dt_max,
+        time_step_floor=cfg.dt_init_floor,
+        use_bias=False,
+        use_conv_bias=True,
+        layer_norm_epsilon=cfg.norm_eps,
+        residual_in_fp32=True,
+        tie_word_embeddings=cfg.tie_embeddings,
+        bos_token_id=cfg.vocab_size - 1,
+        eos_token_id=cfg.vocab_size - 1,
+        pad_token_id=None,
+    )
+    hf = transformers.MambaForCausalLM(config)
+    return load_every_parameter(hf, hf_mamba_state_dict(model), "MambaForCausalLM")
+
+
+HF_CONVERSIONS = {"gpt": to_hf_gpt2, "mamba": to_hf_mamba}
+
+
+def to_hf(model: LanguageModel) -> PreTrainedModel:
+    """The Hugging Face causal LM of ``model``'s family with the same weights and logits."""
+    if model.family not in HF_CONVERSIONS:
+        raise ConfigError(f"model.kind: {model.family} models do not export to hf")
+    return HF_CONVERSIONS[model.family](model)  # type: ignore[operator]
+
+
 def load_every_parameter(target: torch.nn.Module, state: dict[str, torch.Tensor], what: str):
     """Loads ``state`` into ``target``, which must receive every parameter (buffers such as
     causal masks are rebuilt by the target); returns it in eval mode."""
@@ -162,9 +223,10 @@ def export_run(
     require_empty_folder(out, "OUT")  # OUT is the command's second argument
     run = RunDir(run_dir)
     config = run.load_config()
-    if config.model.kind != "gpt":
-        raise ConfigError(f"model.kind: only gpt models export to hf, not {config.model.kind}")
-    if config.model.positions != "learned":
+    if config.model.kind not in HF_CONVERSIONS:
+        kinds = " and ".join(HF_CONVERSIONS)
+        raise ConfigError(f"model.kind: only {kinds} models export to hf, not {config.model.kind}")
+    if isinstance(config.model, GPTModelConfig) and config.model.positions != "learned":
         raise ConfigError(
             f"model.positions: {config.model.positions} positions have no GPT-2 counterpart; "
             "only learned positions export to hf"
@@ -180,21 +242,13 @@ def export_run(
     else:
         raise ConfigError(f"--checkpoint: {checkpoint!r} is not last or one of {steps}")
 
-    path = run.checkpoint_path(step)
-    tensors, _ = load_checkpoint_file(path)
-    state = {name[6:]: tensor for name, tensor in tensors.items() if name.startswith("model.")}
-    if "embed.weight" not in state or "pos_embed.weight" not in state:
-        raise ConfigError(f"{path}: no model.embed / model.pos_embed weights")
-    vocab_size, seq_len = state["embed.weight"].shape[0], state["pos_embed.weight"].shape[0]
-    model = build_model(config.model, vocab_size, seq_len)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError:
-        raise ConfigError(f"{path}: does not fit the model of {run.config_path}") from None
+    model = run.load_model(step, config)
+    vocab_size = model.cfg.vocab_size
+    seq_len = getattr(model.cfg, "max_seq_len", None)  # a Mamba takes any length
 
     make_dir(out, "OUT")
     with _quiet_transformers():
-        hf = to_hf_gpt2(model.float().eval())
+        hf = to_hf(model.float().eval())
         hf.save_pretrained(out)
     record: dict[str, Any] = {
         "format": fmt,

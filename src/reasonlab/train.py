@@ -63,8 +63,12 @@ def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    # no decay on norms, biases and what a family marks (Mamba's A_log and D, as the reference)
+    def decays(p: nn.Parameter) -> bool:
+        return p.dim() >= 2 and not getattr(p, "_no_weight_decay", False)
+
+    decay = [p for p in model.parameters() if p.requires_grad and decays(p)]
+    no_decay = [p for p in model.parameters() if p.requires_grad and not decays(p)]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
