@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from conftest import SMALL_TASK, TINY_RUN, run_cli, tiny_config
+from conftest import SMALL_TASK, STUDY_TINY, TINY_RUN, run_cli, tiny_config
 from reasonlab.config import (
     ConfigError,
     GPTModelConfig,
@@ -163,3 +163,16 @@ def test_analysis_runs_on_a_mamba_run(two_runs, capsys):
     code, _, err = run_cli(["analyze", "trace", run, "--hook", "attn_out"], capsys)
     assert code == 2 and err.count("\n") == 1
     assert "--hook" in err and "mixer_out" in err
+
+
+def test_a_study_runs_and_reports_on_a_mamba(tmp_path, capsys):
+    sets = [part for text in STUDY_TINY for part in ("--set", text)]
+    sets += ["--set", "model.kind=mamba", "--set", "model.d_state=4"]
+    code, _, err = run_cli(["study", "cot-twohop", *sets, "--out", tmp_path / "s"], capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    for name in summary["runs"]:
+        config = RunDir(tmp_path / "s" / "runs" / name).load_config()
+        assert isinstance(config.model, MambaModelConfig) and config.model.d_state == 4
+    report = (tmp_path / "s" / "report.html").read_text()
+    assert "mamba 1 layers x 16, d_state 4" in report

@@ -1,6 +1,11 @@
-"""The selective scan: the chunked scan against the sequential reference (outputs, last state,
-state sequence and every gradient; float64 to 1e-8 and float32 to 1e-4 relative), against
-mambapy's parallel scan, single-step decoding, dispatch and its fallbacks, bad shapes."""
+"""The selective scan: the chunked and the compiled scans against the sequential reference
+(outputs, last state, state sequence and every gradient; float64 to 1e-8 and float32 to 1e-4
+relative), against mambapy's parallel scan, single-step decoding, dispatch and its fallbacks
+(a failing torch.compile included), bad shapes.
+
+The compiled-scan tests share one shape per dtype (batch 2, d_inner 3, N 4; the time axis is
+padded to whole chunks, so every length gives the same kernel shapes): the kernels compile once
+per dtype for the whole file (tens of seconds the first time, then from torch's disk cache)."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from reasonlab.models.scan import (
     scan_output,
     selective_scan,
     selective_scan_chunked,
+    selective_scan_compiled,
     selective_scan_reference,
     selective_scan_states,
     selective_scan_step,
@@ -74,12 +80,14 @@ def outputs_and_grads(fn, inputs, kwargs, seed: int = 1):
     return out, last, dict(zip(kwargs["tensors"], grads, strict=True))
 
 
-def assert_matches_reference(inputs, tensors, flags, chunk_size, dtype):
+def assert_matches_reference(inputs, tensors, flags, chunk_size, dtype, scan_fn=None):
+    """scan_fn (default selective_scan_chunked), called with chunk_size, against the reference."""
     kwargs = {"tensors": tensors, "flags": {**flags, "return_last_state": True}}
     ref_out, ref_last, ref_grads = outputs_and_grads(selective_scan_reference, inputs, kwargs)
+    scan_fn = scan_fn or selective_scan_chunked
 
     def chunked(**kw):
-        return selective_scan_chunked(**kw, chunk_size=chunk_size)
+        return scan_fn(**kw, chunk_size=chunk_size)
 
     out, last, grads = outputs_and_grads(chunked, inputs, kwargs)
     tol = TOLERANCE[dtype]
@@ -269,6 +277,166 @@ def test_half_precision_inputs_compute_in_float32():
 
 
 # ----------------------------------------------------------------------------------------------
+# The compiled scan (torch.compile'd chunk kernels): same checks as the chunked scan. One shape
+# per dtype (see the module docstring); chunk_size 4 is the default chunk.
+
+
+@pytest.fixture
+def no_compile_failure():
+    """Fails the test if the compiled scan fell back to its eager kernels (a broken compile
+    would otherwise pass every comparison, silently)."""
+    yield
+    assert scan._compile_error is None, scan._compile_error
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(k for k, v in o.items() if v))
+def test_compiled_every_option_matches_reference_float64(options, no_compile_failure):
+    tensors, flags = split_options(options)
+    inputs = make_inputs(length=11)
+    assert_matches_reference(inputs, tensors, flags, 4, torch.float64, selective_scan_compiled)
+
+
+@pytest.mark.parametrize("length", [1, 3, 4, 7, 16, 37, 129])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_compiled_lengths_match_reference(length, dtype, no_compile_failure):
+    """L = 1, below, at and across chunk boundaries, not a multiple of the chunk, long."""
+    options = {"D": True, "z": True, "delta_bias": True, "delta_softplus": True}
+    tensors, flags = split_options(options)
+    inputs = make_inputs(length=length, dtype=dtype, seed=length)
+    assert_matches_reference(inputs, tensors, flags, 4, dtype, selective_scan_compiled)
+
+
+def test_compiled_long_sequence_matches_reference_float32(no_compile_failure):
+    options = {"D": True, "z": True, "delta_bias": True, "delta_softplus": True}
+    tensors, flags = split_options(options)
+    inputs = make_inputs(length=1000, dtype=torch.float32, seed=3)
+    assert_matches_reference(inputs, tensors, flags, 4, torch.float32, selective_scan_compiled)
+
+
+def test_gradcheck_of_compiled_scan(no_compile_failure):
+    inputs = make_inputs(length=6)
+
+    def fn(u, delta, A, B, C, D, z, delta_bias):
+        return selective_scan_compiled(
+            u, delta, A, B, C, D, z, delta_bias, True, return_last_state=True
+        )
+
+    assert torch.autograd.gradcheck(fn, tuple(inputs[k] for k in NAMES))
+
+
+def test_compiled_large_decays_stay_finite_and_match_reference(no_compile_failure):
+    inputs = make_inputs(length=12, dtype=torch.float32, delta_scale=1.0)
+    with torch.no_grad():
+        inputs["A"].mul_(300.0)  # |delta * A| up to thousands
+    tensors, flags = split_options(dict.fromkeys(("D", "z", "delta_bias", "delta_softplus"), True))
+    kwargs = {"tensors": tensors, "flags": {**flags, "return_last_state": True}}
+    ref_out, ref_last, ref_grads = outputs_and_grads(selective_scan_reference, inputs, kwargs)
+    out, last, grads = outputs_and_grads(selective_scan_compiled, inputs, kwargs)
+    assert torch.isfinite(out).all() and torch.isfinite(last).all()
+    assert relative_error(out, ref_out) <= 1e-4
+    assert relative_error(last, ref_last) <= 1e-4
+    for name in tensors:
+        assert torch.isfinite(grads[name]).all(), name
+        assert relative_error(grads[name], ref_grads[name]) <= 1e-4, name
+
+
+def test_compiled_gradient_of_the_output_or_the_last_state_alone(no_compile_failure):
+    """Backward with no gradient for one of the two outputs (autograd passes None)."""
+    inputs = make_inputs(length=9)
+    args = [inputs[k] for k in NAMES]
+    for pick in (0, 1):
+        ours = selective_scan_compiled(*args, delta_softplus=True, return_last_state=True)[pick]
+        ref = selective_scan_reference(*args, delta_softplus=True, return_last_state=True)[pick]
+        our_grads = torch.autograd.grad(ours.sum(), args, allow_unused=True)
+        ref_grads = torch.autograd.grad(ref.sum(), args, allow_unused=True)
+        for name, mine, theirs in zip(NAMES, our_grads, ref_grads, strict=True):
+            if theirs is None:
+                assert mine is None or not mine.abs().max(), name
+            else:
+                assert relative_error(mine, theirs) <= 1e-8, name
+
+
+def test_compiled_half_precision_inputs_compute_in_float32(no_compile_failure):
+    inputs = make_inputs(length=6, dtype=torch.float64)
+    half = {k: v.detach().to(torch.bfloat16).requires_grad_() for k, v in inputs.items()}
+    as_float = {k: v.detach().float() for k, v in half.items()}
+    out = selective_scan_compiled(*(half[k] for k in NAMES), delta_softplus=True)
+    expected = selective_scan_reference(*(as_float[k] for k in NAMES), delta_softplus=True)
+    assert out.dtype == torch.bfloat16
+    assert relative_error(out.float(), expected.to(torch.bfloat16).float()) <= 1e-2
+    out.float().sum().backward()
+    assert all(half[k].grad is not None and half[k].grad.dtype == torch.bfloat16 for k in NAMES)
+
+
+def test_compile_failure_warns_and_falls_back(monkeypatch):
+    """torch.compile raising (no C++ compiler, say): a warning, the same results from the plain
+    kernels, and auto stops picking the compiled scan."""
+
+    def broken(name):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(scan, "_compiled_kernel", broken)
+    monkeypatch.setattr(scan, "_compile_error", None)
+    monkeypatch.setattr(scan, "COMPILE_MIN_ELEMENTS", 1)
+    inputs = make_inputs(length=7)
+    tensors, flags = split_options(dict.fromkeys(("D", "z", "delta_bias", "delta_softplus"), True))
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        assert_matches_reference(inputs, tensors, flags, 4, torch.float64, selective_scan_compiled)
+    assert "no C++ compiler" in scan._compile_error
+    assert not scan.compiled_scan_available()
+    args = [inputs[k] for k in NAMES]
+    assert torch.equal(selective_scan(*args), selective_scan_chunked(*args))
+
+
+def test_auto_picks_the_compiled_scan_for_large_cpu_inputs(monkeypatch, no_compile_failure):
+    calls: list[str] = []
+    real = scan.selective_scan_compiled
+
+    def spy(*args, **kwargs):
+        calls.append("compiled")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scan, "selective_scan_compiled", spy)
+    monkeypatch.setattr(scan, "COMPILE", True)  # REASONLAB_SCAN_COMPILE=1
+    inputs = make_inputs(length=5)
+    args = [inputs[k] for k in NAMES]
+    selective_scan(*args)  # 2 x 3 x 4 x 5 = 120 elements: below COMPILE_MIN_ELEMENTS
+    assert calls == []
+    monkeypatch.setattr(scan, "COMPILE_MIN_ELEMENTS", 120)
+    out = selective_scan(*args)
+    assert calls == ["compiled"]
+    assert relative_error(out, selective_scan_reference(*args)) <= 1e-12
+    selective_scan(*args, method="compiled")
+    assert calls == ["compiled"] * 2
+    monkeypatch.setattr(scan, "COMPILE_MAX_LENGTH", 4)  # L = 5: too long
+    selective_scan(*args)
+    assert calls == ["compiled"] * 2
+    monkeypatch.setattr(scan, "COMPILE_MAX_LENGTH", 5)
+    monkeypatch.setattr(scan, "COMPILE", False)
+    selective_scan(*args)
+    assert calls == ["compiled"] * 2
+
+
+def test_compiled_scan_runs_on_scan_threads(monkeypatch, no_compile_failure):
+    original = torch.set_num_threads
+    before = torch.get_num_threads()
+    calls: list[int] = []
+
+    def spy(n: int) -> None:
+        calls.append(n)
+        original(n)
+
+    original(2)
+    try:
+        monkeypatch.setattr(torch, "set_num_threads", spy)
+        inputs = make_inputs(length=6)
+        selective_scan_compiled(*(inputs[k] for k in NAMES)).sum().backward()
+        assert calls == [1, 2, 1, 2] and torch.get_num_threads() == 2
+    finally:
+        original(before)
+
+
+# ----------------------------------------------------------------------------------------------
 # mambapy's parallel scan (a test extra)
 
 
@@ -294,17 +462,17 @@ def mambapy_scan(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_matches_mambapy_parallel_scan(length, dtype):
     pytest.importorskip("mambapy")
-    inputs = make_inputs(batch=2, d_inner=5, d_state=4, length=length, dtype=dtype, seed=7)
+    inputs = make_inputs(length=length, dtype=dtype, seed=7)  # the compiled tests' shape
     used = ["u", "delta", "A", "B", "C", "D", "delta_bias"]
     theirs = mambapy_scan(inputs)
-    ours = selective_scan(**{k: inputs[k] for k in used}, delta_softplus=True)
-    assert relative_error(ours, theirs) <= TOLERANCE[dtype]
-
-    weight = torch.randn(ours.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    weight = torch.randn(theirs.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
     their_grads = torch.autograd.grad((theirs * weight).sum(), [inputs[k] for k in used])
-    our_grads = torch.autograd.grad((ours * weight).sum(), [inputs[k] for k in used])
-    for name, mine, other in zip(used, our_grads, their_grads, strict=True):
-        assert relative_error(mine, other) <= TOLERANCE[dtype], name
+    for method in ("chunked", "compiled"):
+        ours = selective_scan(**{k: inputs[k] for k in used}, delta_softplus=True, method=method)
+        assert relative_error(ours, theirs) <= TOLERANCE[dtype], method
+        our_grads = torch.autograd.grad((ours * weight).sum(), [inputs[k] for k in used])
+        for name, mine, other in zip(used, our_grads, their_grads, strict=True):
+            assert relative_error(mine, other) <= TOLERANCE[dtype], (method, name)
 
 
 # ----------------------------------------------------------------------------------------------

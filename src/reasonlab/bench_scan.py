@@ -1,5 +1,7 @@
-"""Benchmark of the selective scan: forward + backward of reasonlab's chunked scan against
-mambapy's parallel (Blelloch) scan and the sequential loop (``selective_scan_reference``).
+"""Benchmark of the selective scan: forward + backward of reasonlab's scan (``selective_scan``
+as the model calls it: the compiled scan on CPU for large inputs, else the eager chunked scan),
+of its eager chunked scan alone, of mambapy's parallel (Blelloch) scan and of the sequential loop
+(``selective_scan_reference``).
 
 Every method computes the same thing from the same inputs: softplus(delta + delta_bias), the
 decays exp(delta * A), the drives delta * u * B, the state recurrence, y = C . h + D * u; then one
@@ -8,11 +10,13 @@ backward pass with a fixed random output gradient. Mamba's initialisation sets t
 
 Time: median (and min) wall time of forward + backward over ``repeats`` runs after ``warmup``
 untimed ones, methods interleaved run by run in one process, so that a change in the machine's
-load hits them alike. Peak memory: each (method, length) runs once more in a fresh subprocess
-(Linux), which resets its peak resident set (``/proc/self/clear_refs``) once its inputs are built
-and reports how far the peak (``VmHWM``) rose above the resident set of that moment during one
-forward + backward. That counts every allocation (torch's CPU allocator hands large blocks back
-to the system when they are freed), which tracemalloc would not see.
+load hits them alike. The first untimed run's time is reported too (``first_s``): for the
+compiled scan it includes compiling its kernels (or loading them from torch's disk cache). Peak
+memory: each (method, length) runs once more in a fresh subprocess (Linux), which resets its peak
+resident set (``/proc/self/clear_refs``) once its inputs are built (and the compiled scan's
+kernels are compiled) and reports how far the peak (``VmHWM``) rose above the resident set of
+that moment during one forward + backward. That counts every allocation (torch's CPU allocator
+hands large blocks back to the system when they are freed), which tracemalloc would not see.
 
 ``reasonlab bench scan`` and ``benchmarks/scan_speed.py`` call ``scan_benchmark``.
 """
@@ -36,13 +40,17 @@ from torch import Tensor
 from reasonlab.models import scan
 from reasonlab.models.scan import (
     _chunk_length,
+    selective_scan,
     selective_scan_chunked,
     selective_scan_reference,
 )
 
-METHODS = ("reasonlab", "mambapy", "sequential")
+METHODS = ("reasonlab", "reasonlab_eager", "mambapy", "sequential")
 # Also known to scan_function: reasonlab_torch_threads, our scan with torch's thread setting.
 SCAN_INPUTS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
+# The scan of a COPY-like Mamba language model (2 layers of d_model 128, batch 64, 40 tokens):
+# ``reasonlab bench scan --batch 64 --lengths 40`` or ``benchmarks/scan_speed.py --copy``.
+COPY_SHAPE = {"batch": 64, "d_inner": 256, "d_state": 16, "lengths": (40,)}
 
 
 def make_scan_inputs(
@@ -81,7 +89,9 @@ def _mambapy_scan(
 
 
 def scan_function(method: str) -> Callable[..., Tensor]:
-    if method == "reasonlab":
+    if method == "reasonlab":  # what the model runs (selective_scan's auto dispatch)
+        return lambda *args: selective_scan(*args[:6], delta_bias=args[6], delta_softplus=True)
+    if method == "reasonlab_eager":  # the eager chunked scan, also when auto would compile
         return lambda *args: selective_scan_chunked(
             *args[:6], delta_bias=args[6], delta_softplus=True
         )
@@ -128,8 +138,13 @@ def peak_memory_case(
     across fork and exec (the benchmark's parent holds gigabytes)."""
     torch.set_num_threads(threads)
     fn = scan_function(method)
-    # A tiny run first, so that lazily loaded code and thread pools are not counted.
+    # A tiny run first, so that lazily loaded code and thread pools are not counted; for our
+    # scan one of the real shape, so that compiling its kernels is not counted either.
     _forward_backward(fn, make_scan_inputs(1, 2, 2, 4), torch.ones(1, 2, 4), method)
+    if method.startswith("reasonlab"):
+        warm = make_scan_inputs(batch, d_inner, d_state, length)
+        _forward_backward(fn, warm, torch.ones(batch, d_inner, length), method)
+        del warm
     inputs = make_scan_inputs(batch, d_inner, d_state, length)
     grad = torch.randn(batch, d_inner, length)
     before = _status_kib("VmRSS")
@@ -198,9 +213,13 @@ def scan_benchmark(
             if m != "sequential" or length <= sequential_max_length
         }
         timings: dict[str, list[float]] = {m: [] for m in runs}
+        first: dict[str, float] = {}
         for m, fn in runs.items():
-            for _ in range(warmup if m != "sequential" else 0):
+            for i in range(warmup if m != "sequential" else 0):
+                started = time.perf_counter()
                 _forward_backward(fn, inputs, grad, m)
+                if i == 0:
+                    first[m] = time.perf_counter() - started
         for i in range(repeats):
             for m, fn in runs.items():
                 if m == "sequential" and i > 0:
@@ -216,6 +235,8 @@ def scan_benchmark(
                 "min_s": round(min(times), 4),
                 "runs": len(times),
             }
+            if m in first:
+                case["first_s"] = round(first[m], 3)
             if memory:
                 case.update(_peak_memory_subprocess(m, length, shape, threads))
             cases.append(case)
@@ -225,6 +246,10 @@ def scan_benchmark(
         "dtype": "float32",
         "threads": threads,
         "chunk_length": {L: _chunk_length(batch, d_inner, d_state, L, None) for L in lengths},
+        # What reasonlab (auto) ran per length: the compiled scan or the eager chunked one.
+        "reasonlab_ran": {L: _auto_method(batch, d_inner, d_state, L) for L in lengths},
+        "compiled_chunk": scan.COMPILED_CHUNK,
+        "compile_error": scan._compile_error,
         "torch": torch.__version__,
         "mambapy": mambapy_version or "not installed (pip install 'reasonlab[mamba]')",
         "cpus": os.cpu_count(),
@@ -233,6 +258,12 @@ def scan_benchmark(
     }
     result["vs_mambapy"] = _ratios(cases)
     return result
+
+
+def _auto_method(batch: int, d_inner: int, d_state: int, length: int) -> str:
+    """The scan selective_scan's auto dispatch picks for float32 CPU inputs of this shape."""
+    u, A = torch.empty(batch, d_inner, length), torch.empty(d_inner, d_state)
+    return "compiled" if scan._compiled_applies(u, A) else "chunked"
 
 
 def _ratios(cases: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
@@ -258,16 +289,20 @@ def format_scan_table(result: dict[str, Any]) -> str:
         f"{shape['d_inner']}, N {shape['d_state']}, {result['dtype']}, {result['threads']} "
         f"thread(s), load average {result['load_average_1m']} on {result['cpus']} CPUs",
         "",
-        "| L | method | median s | min s | runs | peak extra MiB | mambapy / ours (time) |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| L | method | median s | min s | runs | first run s | peak extra MiB "
+        "| mambapy / ours (time) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for case in result["cases"]:
         ratio = result["vs_mambapy"].get(case["length"], {}).get("speedup", "")
         speedup = f"{ratio}x" if case["method"] == "reasonlab" and ratio else ""
+        method = case["method"]
+        if method == "reasonlab" and "reasonlab_ran" in result:
+            method = f"reasonlab ({result['reasonlab_ran'][case['length']]})"
         lines.append(
-            f"| {case['length']} | {case['method']} | {case['median_s']:.3f} | "
-            f"{case['min_s']:.3f} | {case['runs']} | {case.get('peak_extra_mib', '-')} | "
-            f"{speedup} |"
+            f"| {case['length']} | {method} | {case['median_s']:.3f} | "
+            f"{case['min_s']:.3f} | {case['runs']} | {case.get('first_s', '-')} | "
+            f"{case.get('peak_extra_mib', '-')} | {speedup} |"
         )
     return "\n".join(lines)
 

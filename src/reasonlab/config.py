@@ -160,9 +160,9 @@ class GPTModelConfig(ModelConfig):
         return self
 
     def describe(self) -> str:
-        mlp = self.d_mlp or 4 * self.d_model
+        mlp = f", MLP {self.d_mlp}" if self.d_mlp else ""
         return (
-            f"gpt {self.n_layers} layers x {self.d_model}, {self.n_heads} heads, MLP {mlp}, "
+            f"gpt {self.n_layers} layers x {self.d_model}, {self.n_heads} heads{mlp}, "
             f"{self.positions} positions"
         )
 

@@ -116,7 +116,7 @@ def to_hf_gpt2(model: GPT) -> GPT2LMHeadModel:
         n_embd=cfg.d_model,
         n_layer=cfg.n_layers,
         n_head=cfg.n_heads,
-        n_inner=cfg.d_mlp or 4 * cfg.d_model,
+        n_inner=cfg.d_mlp,
         activation_function="gelu_new",
         layer_norm_epsilon=cfg.layer_norm_eps,
         resid_pdrop=0.0,
