@@ -1,5 +1,6 @@
 """Greedy-decoding evaluation against stub models whose predictions are known by construction:
-exact match, given positions, per-stage scores and the teacher-forced tail."""
+exact match, given positions, per-stage scores and the teacher-forced tail, by full recomputation
+(a plain module) and by incremental decoding (a stub with a decoding state)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from reasonlab.evaluate import evaluate, greedy_complete, score_probe, teacher_forced
+from reasonlab.evaluate import (
+    evaluate,
+    greedy_complete,
+    greedy_complete_recompute,
+    score_probe,
+    score_probe_recompute,
+    teacher_forced,
+)
+from reasonlab.models.base import DecodingState
 from reasonlab.tasks.base import Probe, as_probe
 
 V, END, PAD = 12, 10, 11  # a toy vocabulary: ids 0..9 are "entities and relations"
@@ -26,6 +35,59 @@ class Bigram(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:  # (N, L) -> (N, L, V)
         return nn.functional.one_hot(self.lookup[tokens], V).float()
+
+
+class IncrementalBigram(Bigram):
+    """The same bigram with a decoding state (it needs nothing but the length); records the
+    pieces fed with a state and the shapes run without one."""
+
+    def __init__(self, table: dict[int, int]):
+        super().__init__(table)
+        self.pieces: list[int] = []
+        self.stateless: list[tuple[int, int]] = []
+
+    def new_state(self, batch_size: int) -> DecodingState:
+        return DecodingState()
+
+    def forward(self, tokens: Tensor, state: DecodingState | None = None) -> Tensor:
+        if state is None:
+            self.stateless.append(tuple(tokens.shape))
+        else:
+            self.pieces.append(tokens.shape[1])
+            state.length += tokens.shape[1]
+        return super().forward(tokens)
+
+
+class BranchingBigram(IncrementalBigram):
+    """The incremental bigram whose state can branch (``select``), as the GPT's; records the
+    (rows, length) of every piece fed with a state."""
+
+    def __init__(self, table: dict[int, int]):
+        super().__init__(table)
+        self.shapes: list[tuple[int, int]] = []
+
+    def new_state(self, batch_size: int) -> DecodingState:
+        return BranchingState(batch_size)
+
+    def forward(self, tokens: Tensor, state: DecodingState | None = None) -> Tensor:
+        if state is not None:
+            self.shapes.append(tuple(tokens.shape))
+        return super().forward(tokens, state)
+
+
+class BranchingState(DecodingState):
+    def __init__(self, batch_size: int, length: int = 0):
+        self.batch_size, self.length = batch_size, length
+
+    def select(self, rows: Tensor) -> BranchingState:
+        return BranchingState(len(rows), self.length)
+
+
+class NoDecodingFamily(Bigram):
+    """A model family whose ``new_state`` is not written (as LanguageModel's default)."""
+
+    def new_state(self, batch_size: int) -> DecodingState:
+        raise NotImplementedError
 
 
 # after_relations: h r1 r2 | b t </a>, prompt 3, stages bridge 3, tail 4.
@@ -70,6 +132,91 @@ def test_greedy_complete_feeds_given_positions():
     no_given = torch.zeros_like(probe.given)
     generated = greedy_complete(Bigram(INTERLEAVED_MODEL), probe.tokens, 2, no_given)
     assert generated.tolist() == [[1, 2, 4, 8, 0, END]]
+
+
+def test_incremental_decoding_feeds_each_position_once():
+    """The prompt in one piece, then one position at a time, except that a column given in every
+    row goes in one piece with the generated token before it; the tokens are those of
+    recomputation."""
+    probe = interleaved_probe()
+    model = IncrementalBigram(INTERLEAVED_MODEL)
+    generated = greedy_complete(model, probe.tokens, 2, probe.given)
+    assert generated.tolist() == [[1, 2, 4, 3, 5, END]]
+    assert model.pieces == [2, 2, 1] and model.stateless == []
+    model.pieces.clear()
+    no_given = torch.zeros_like(probe.given)
+    assert greedy_complete(model, probe.tokens, 2, no_given).tolist() == [[1, 2, 4, 8, 0, END]]
+    assert model.pieces == [2, 1, 1, 1]
+    after = after_probe()
+    for prompt_len in (1, 3, 5):
+        expected = greedy_complete_recompute(
+            Bigram(AFTER_MODEL), after.tokens, prompt_len, after.given
+        )
+        decoded = greedy_complete(
+            IncrementalBigram(AFTER_MODEL), after.tokens, prompt_len, after.given
+        )
+        assert torch.equal(decoded, expected)
+
+
+def test_teacher_forced_tail_reruns_only_rows_that_left_the_true_prefix():
+    """Row 0 fed the true bridge: its greedy tail is the teacher-forced one. Row 1 generated a
+    wrong bridge: only it is run again, on the true tokens before the tail."""
+    model = IncrementalBigram(AFTER_MODEL)
+    scores = score_probe(model, after_probe(), 8, torch.device("cpu"))
+    assert scores == {"": 0.5, ".bridge": 0.5, ".tail": 0.5, ".tail_given_true_bridge": 1.0}
+    assert model.stateless == [(1, 4)]
+
+
+def test_a_branching_state_feeds_shared_prompts_once_and_branches_for_the_tail():
+    """Both prompts start with 1 2: fed once, then the state branches into the two rows. Row 1
+    leaves the true sequence at its bridge (position 3): a branch of it is fed the true bridge
+    for the teacher-forced tail; nothing is run from the start again. After the tail (the last
+    stage) row 1, whose exact match is lost, is no longer fed."""
+    model = BranchingBigram(AFTER_MODEL)
+    scores = score_probe(model, after_probe(), 8, torch.device("cpu"))
+    assert scores == {"": 0.5, ".bridge": 0.5, ".tail": 0.5, ".tail_given_true_bridge": 1.0}
+    # prompt: 1, then 2, then the two third tokens; the branch of row 1 (true bridge 7); the
+    # generated bridges; row 0's tail
+    assert model.shapes == [(1, 1), (1, 1), (2, 1), (1, 1), (2, 1), (1, 1)]
+    assert model.stateless == []
+    # greedy_complete generates every position of every row
+    generated = greedy_complete(BranchingBigram(AFTER_MODEL), AFTER_TOKENS, 3, after_probe().given)
+    assert generated.tolist() == [[1, 2, 3, 4, 5, END], [1, 2, 6, 0, 5, END]]
+
+
+@pytest.mark.parametrize(
+    "model_class",
+    [Bigram, IncrementalBigram, BranchingBigram, NoDecodingFamily],
+    ids=lambda c: c.__name__,
+)
+@pytest.mark.parametrize("batch_size", [1, 2, 1024])
+def test_every_path_scores_as_the_recompute_reference(model_class, batch_size):
+    """A plain module and a family without ``new_state`` are decoded by recomputation, a model
+    with a state incrementally: the same numbers as the original algorithm."""
+    cpu = torch.device("cpu")
+    padded = torch.tensor([[1, 2, 5, END, PAD, PAD], [1, 3, 4, 6, 7, END], [1, 3, 9, 6, 7, END]])
+    some_given = torch.zeros(padded.shape, dtype=torch.bool)
+    some_given[1:, 3] = True
+    cases = [
+        (AFTER_MODEL, after_probe()),
+        (INTERLEAVED_MODEL, interleaved_probe()),
+        ({**AFTER_MODEL, 5: 9, 8: 9}, after_probe()),
+        # padding, given positions in some rows, a row right after a wrong token
+        (
+            {2: 5, 5: END, END: 9, PAD: 9, 3: 4, 4: 9, 6: 7, 7: END},
+            as_probe(padded, 2, some_given, PAD, {}),
+        ),
+        (
+            {2: 5, 5: END, 3: 4, 4: 6, 6: 7, 7: END},
+            as_probe(padded, 2, some_given, PAD, {"tail": 4}),
+        ),
+    ]
+    for table, probe in cases:
+        expected = score_probe_recompute(Bigram(table), probe, batch_size, cpu)
+        assert score_probe(model_class(table), probe, batch_size, cpu) == expected
+        probes = {"p": probe}
+        reference = evaluate(Bigram(table), probes, batch_size, recompute=True)
+        assert evaluate(model_class(table), probes, batch_size) == reference
 
 
 def test_teacher_forced_predicts_from_the_true_prefix():

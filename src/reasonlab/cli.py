@@ -355,9 +355,11 @@ def bench(
     if name == "eval":
         if run_dir is None:
             raise ConfigError("--run: bench eval needs a trained run folder")
-        from reasonlab.bench_eval import eval_benchmark
+        from reasonlab.bench_eval import eval_benchmark, format_eval_table
 
-        typer.echo(json.dumps(eval_benchmark(run_dir, repeats=repeats or 3), indent=2))
+        result = eval_benchmark(run_dir, repeats=repeats or 3)
+        typer.echo(format_eval_table(result), err=True)
+        typer.echo(json.dumps(result, indent=2))
         return
     if name != "step":
         raise ConfigError(f"NAME: unknown benchmark {name!r} (known: step, scan, eval)")

@@ -1,4 +1,5 @@
-"""Causal multi-head self-attention with hook points, SDPA when nobody looks at the pattern."""
+"""Causal multi-head self-attention with hook points, SDPA when nobody looks at the pattern, and
+an optional key/value cache for incremental decoding."""
 
 from __future__ import annotations
 
@@ -11,6 +12,19 @@ from torch import Tensor, nn
 from reasonlab.models.hooks import HookPoint
 
 
+class LayerKV:
+    """One layer's cached keys and values, (batch, heads, length, head_dim) each, rotated already
+    when positions are rotary; None before anything was fed."""
+
+    def __init__(self) -> None:
+        self.keys: Tensor | None = None
+        self.values: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[2]
+
+
 def rotary_tables(length: int, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
     """cos and sin, each (length, head_dim), for rotary position embeddings (GPT-NeoX layout)."""
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
@@ -19,12 +33,13 @@ def rotary_tables(length: int, head_dim: int, base: float = 10000.0) -> tuple[Te
     return angles.cos(), angles.sin()
 
 
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x: (batch, heads, L, head_dim); rotates the two halves of each head by position."""
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, start: int = 0) -> Tensor:
+    """x: (batch, heads, L, head_dim) at positions start..start+L-1; rotates the two halves of
+    each head by position."""
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    length = x.shape[-2]
-    return x * cos[:length].to(x.dtype) + rotated * sin[:length].to(x.dtype)
+    end = start + x.shape[-2]
+    return x * cos[start:end].to(x.dtype) + rotated * sin[start:end].to(x.dtype)
 
 
 class CausalSelfAttention(nn.Module):
@@ -51,24 +66,41 @@ class CausalSelfAttention(nn.Module):
         self.hook_pattern = HookPoint()  # (batch, heads, query, key), after softmax
         self.hook_z = HookPoint()  # (batch, L, heads, head_dim), heads' outputs before W_out
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (batch, L, d_model) -> (batch, L, d_model)."""
+    def forward(self, x: Tensor, cache: LayerKV | None = None) -> Tensor:
+        """x: (batch, L, d_model) -> (batch, L, d_model). With ``cache``, x continues the
+        sequence the cache holds: its queries also attend to the cached keys, and its keys and
+        values are appended to the cache."""
         batch, length, _ = x.shape
         q, k, v = self.W_qkv(x).view(batch, length, 3, self.n_heads, self.head_dim).unbind(2)
         # Hooks see (batch, L, heads, head_dim), as in TransformerLens.
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (batch, heads, L, head_dim)
+        start = 0 if cache is None else cache.length
         if self.rotary:
-            q = apply_rotary(q, self.rotary_cos, self.rotary_sin)
-            k = apply_rotary(k, self.rotary_cos, self.rotary_sin)
+            q = apply_rotary(q, self.rotary_cos, self.rotary_sin, start)
+            k = apply_rotary(k, self.rotary_cos, self.rotary_sin, start)
+        if cache is not None:
+            if cache.keys is not None:
+                k = torch.cat([cache.keys, k], dim=2)
+                v = torch.cat([cache.values, v], dim=2)
+            cache.keys, cache.values = k, v
         dropout = self.dropout if self.training else 0.0
         if self.hook_pattern.active or self.hook_attn_scores.active:
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
-            causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+            # query i sits at position start + i and sees keys 0..start + i
+            causal = torch.ones(length, start + length, dtype=torch.bool, device=x.device)
+            causal = causal.tril(start)
             scores = self.hook_attn_scores(scores.masked_fill(~causal, float("-inf")))
             pattern = self.hook_pattern(scores.softmax(dim=-1))
             z = F.dropout(pattern, dropout, self.training) @ v
-        else:
+        elif start == 0:  # the training path, and a first piece: SDPA's square causal mask
             z = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        elif length == 1:  # one new query after cached keys sees every key: no mask
+            z = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        else:
+            # Several new queries after cached keys: SDPA's is_causal would align the mask to the
+            # top left, so it is given explicitly.
+            mask = torch.ones(length, start + length, dtype=torch.bool, device=x.device).tril(start)
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         z = self.hook_z(z.transpose(1, 2))
         return self.W_out(z.reshape(batch, length, -1))

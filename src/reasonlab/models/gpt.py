@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from reasonlab.models.attention import CausalSelfAttention
-from reasonlab.models.hooks import HookedModule, HookPoint
+from reasonlab.models.attention import CausalSelfAttention, LayerKV
+from reasonlab.models.base import DecodingState, LanguageModel
+from reasonlab.models.hooks import HookPoint
 
 
 @dataclass
@@ -31,6 +32,27 @@ class GPTConfig:
     input_dim: int | None = None  # continuous inputs instead of token ids
     output_dim: int | None = None  # continuous outputs instead of logits
     layer_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        self.d_mlp = self.d_mlp or 4 * self.d_model
+
+
+class KVCache(DecodingState):
+    """The GPT's decoding state: every layer's keys and values, and the positions fed so far."""
+
+    def __init__(self, batch_size: int, n_layers: int):
+        self.batch_size = batch_size
+        self.layers = [LayerKV() for _ in range(n_layers)]
+        self.length = 0
+
+    def select(self, rows: Tensor) -> KVCache:
+        """A new state holding a copy of ``rows`` (a branch: feeding one leaves the other)."""
+        branch = KVCache(len(rows), len(self.layers))
+        for mine, theirs in zip(self.layers, branch.layers, strict=True):
+            if mine.keys is not None and mine.values is not None:
+                theirs.keys, theirs.values = mine.keys[rows], mine.values[rows]
+        branch.length = self.length
+        return branch
 
 
 class LayerNorm(nn.LayerNorm):
@@ -74,7 +96,7 @@ class Block(nn.Module):
             max_seq_len=cfg.max_seq_len,
         )
         self.ln2 = LayerNorm(cfg.d_model, cfg.layer_norm_eps)
-        self.mlp = MLP(cfg.d_model, cfg.d_mlp or 4 * cfg.d_model)
+        self.mlp = MLP(cfg.d_model, cfg.d_mlp)
         self.dropout = nn.Dropout(cfg.dropout)
         self.hook_resid_pre = HookPoint()
         self.hook_attn_out = HookPoint()
@@ -82,17 +104,17 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, resid: Tensor) -> Tensor:
+    def forward(self, resid: Tensor, cache: LayerKV | None = None) -> Tensor:
         resid = self.hook_resid_pre(resid)
         resid = self.hook_resid_mid(
-            resid + self.hook_attn_out(self.dropout(self.attn(self.ln1(resid))))
+            resid + self.hook_attn_out(self.dropout(self.attn(self.ln1(resid), cache)))
         )
         return self.hook_resid_post(
             resid + self.hook_mlp_out(self.dropout(self.mlp(self.ln2(resid))))
         )
 
 
-class GPT(HookedModule):
+class GPT(LanguageModel):
     family = "gpt"
 
     def __init__(self, cfg: GPTConfig):
@@ -132,26 +154,57 @@ class GPT(HookedModule):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def residual_names(self) -> list[str]:
-        """The residual stream after the embeddings and after every block, in order."""
-        return ["blocks.0.hook_resid_pre"] + [
-            f"blocks.{i}.hook_resid_post" for i in range(self.cfg.n_layers)
-        ]
+    def read_out(self, residual: Tensor) -> Tensor:
+        return self.unembed(self.ln_final(residual))
 
-    def forward(self, inputs: Tensor) -> Tensor:
-        """inputs: (batch, L) token ids or (batch, L, input_dim) -> (batch, L, vocab/output_dim)."""
+    def component_hooks(self) -> dict[str, list[str]]:
+        layers = range(self.cfg.n_layers)
+        kinds = ("attn_out", "mlp_out")
+        return {kind: [f"blocks.{i}.hook_{kind}" for i in layers] for kind in kinds}
+
+    def describe(self) -> str:
+        cfg = self.cfg
+        return (
+            f"GPT: {cfg.n_layers} layers, width {cfg.d_model}, {cfg.n_heads} heads, "
+            f"MLP {cfg.d_mlp}, {cfg.positions} positions"
+        )
+
+    def new_state(self, batch_size: int) -> KVCache:
+        return KVCache(batch_size, self.cfg.n_layers)
+
+    def forward(self, inputs: Tensor, state: KVCache | None = None) -> Tensor:
+        """inputs: (batch, L) token ids or (batch, L, input_dim) -> (batch, L, vocab/output_dim).
+        With ``state``, inputs continue the sequence the state has seen (positions go on from
+        ``state.length``), the state is updated, and the new positions' outputs come back."""
         length = inputs.shape[1]
-        if length > self.cfg.max_seq_len:
-            raise ValueError(f"sequence length {length} exceeds max_seq_len {self.cfg.max_seq_len}")
+        start = 0 if state is None else state.length
+        if start + length > self.cfg.max_seq_len:
+            seen = "" if state is None else f" ({start} fed before, {length} now)"
+            raise ValueError(
+                f"sequence length {start + length}{seen} exceeds max_seq_len {self.cfg.max_seq_len}"
+            )
+        if state is not None and inputs.shape[0] != state.batch_size:
+            raise ValueError(
+                f"batch size {inputs.shape[0]} differs from the decoding state's {state.batch_size}"
+            )
         resid = self.hook_embed(self.embed(inputs))
         if self.pos_embed is not None:
-            positions = torch.arange(length, device=resid.device)
+            positions = torch.arange(start, start + length, device=resid.device)
             position_embeddings = self.pos_embed(positions).expand(resid.shape[0], -1, -1)
             resid = resid + self.hook_pos_embed(position_embeddings)
         resid = self.drop(resid)
-        for block in self.blocks:
-            resid = block(resid)
-        return self.unembed(self.ln_final(resid))
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        if state is None:
+            for block in self.blocks:
+                resid = block(resid)
+            return self.read_out(resid)
+        saved = [(layer.keys, layer.values) for layer in state.layers]
+        try:
+            for block, cache in zip(self.blocks, state.layers, strict=True):
+                resid = block(resid, cache)
+        except BaseException:
+            # a hook that raised must not leave some layers a piece ahead of the others
+            for layer, (keys, values) in zip(state.layers, saved, strict=True):
+                layer.keys, layer.values = keys, values
+            raise
+        state.length = start + length
+        return self.read_out(resid)
