@@ -43,7 +43,8 @@ class LanguageModel(HookedModule):
         ]
 
     def read_out(self, residual: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Every family here names its final norm ``ln_final`` and its unembedding ``unembed``."""
+        return self.unembed(self.ln_final(residual))
 
     def component_hooks(self) -> dict[str, list[str]]:
         raise NotImplementedError

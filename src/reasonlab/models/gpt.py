@@ -154,9 +154,6 @@ class GPT(LanguageModel):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def read_out(self, residual: Tensor) -> Tensor:
-        return self.unembed(self.ln_final(residual))
-
     def component_hooks(self) -> dict[str, list[str]]:
         layers = range(self.cfg.n_layers)
         kinds = ("attn_out", "mlp_out")

@@ -285,9 +285,6 @@ class Mamba(LanguageModel):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def read_out(self, residual: Tensor) -> Tensor:
-        return self.unembed(self.ln_final(residual))
-
     def component_hooks(self) -> dict[str, list[str]]:
         return {"mixer_out": [f"blocks.{i}.hook_mixer_out" for i in range(self.cfg.n_layers)]}
 
