@@ -591,3 +591,10 @@ def test_scan_benchmark_reports_every_method_and_length():
     if os.path.exists("/proc/self/clear_refs"):  # the peak-memory probe is Linux-only
         peak = peak_memory_case("reasonlab", 4, 1, 2, 2, torch.get_num_threads())
         assert peak["peak_extra_mib"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("text", "threads"), [("1", 1), ("2", 2), ("torch", None), ("0", 1), ("x", 1)]
+)
+def test_scan_threads_come_from_the_environment(text, threads):
+    assert scan._scan_threads_setting(text) == threads

@@ -60,10 +60,19 @@ _default_method = "auto"
 # overhead does not count. Measured in docs/BENCHMARKS.md (selective scan).
 CHUNK_ELEMENTS = 1 << 19
 
+
 # Intra-op threads of the chunked scan (None: torch's setting). It issues thousands of small
 # operations; with more than one thread each waits for all of them to be scheduled, which on a
-# CPU shared with other busy processes made it up to 50x slower (docs/BENCHMARKS.md).
-SCAN_THREADS: int | None = 1
+# CPU shared with other busy processes made it up to 50x slower (docs/BENCHMARKS.md). On a quiet
+# machine torch's setting is faster (a Mamba step 308 vs 402 ms with 2 threads):
+# REASONLAB_SCAN_THREADS=torch (or a number) sets it.
+def _scan_threads_setting(text: str) -> int | None:
+    if text == "torch":
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else 1
+
+
+SCAN_THREADS: int | None = _scan_threads_setting(os.environ.get("REASONLAB_SCAN_THREADS", "1"))
 
 # The compiled scan (selective_scan_compiled): whether ``auto`` uses it on CPU (environment:
 # REASONLAB_SCAN_COMPILE=1 turns it on; off by default, because it gains only 1.2-1.3x on the
