@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reasonlab.config import GPTModelConfig, MambaModelConfig
+from reasonlab.config import ConfigError, GPTModelConfig, MambaModelConfig
 from reasonlab.models.build import build_model
 from reasonlab.models.gpt import GPT, GPTConfig
 
@@ -181,25 +181,13 @@ def mamba_step_time(
     else:
         results["parameters"]["mambapy"] = sum(p.numel() for p in peer.parameters())
         timings["mambapy"] = _time_steps(peer, peer, tokens, repeats, warmup)
+    from reasonlab.export import to_hf_mamba
+
     try:
-        from transformers import MambaConfig, MambaForCausalLM
-    except ImportError:
+        hf = to_hf_mamba(ours).train()  # the same model under Hugging Face's names
+    except ConfigError:
         results["transformers"] = "not installed (pip install 'reasonlab[hf]')"
     else:
-        config = MambaConfig(
-            vocab_size=vocab_size,
-            hidden_size=d_model,
-            state_size=d_state,
-            num_hidden_layers=n_layers,
-            expand=expand,
-            conv_kernel=cfg.d_conv,
-            time_step_rank=cfg.resolved_dt_rank,
-            tie_word_embeddings=False,
-            pad_token_id=0,
-            bos_token_id=0,
-            eos_token_id=0,
-        )
-        hf = MambaForCausalLM(config)
         results["parameters"]["transformers_mamba"] = sum(p.numel() for p in hf.parameters())
         timings["transformers_mamba"] = _time_steps(
             hf, lambda x: hf(input_ids=x, use_cache=False).logits, tokens, repeats, warmup
