@@ -230,8 +230,9 @@ def run_trace(
     change one part (``change``) and read whether the clean ``target`` survives; files as in
     ``run_logit_lens``. Works on two-hop and k-hop probes."""
     subject = _open(run_dir, allow_data_change)
-    if hook not in subject.hook_kinds():
-        known = ", ".join(subject.hook_kinds())
+    kinds = subject.hook_kinds()
+    if hook not in kinds:
+        known = ", ".join(kinds)
         raise ConfigError(f"--hook: {hook!r} is not one of {known} ({subject.config.model.kind})")
     cot = subject.task.cot
     with subject.run.lock():
