@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import threading
 
 import pytest
 import torch
@@ -522,28 +523,131 @@ def test_cuda_kernel_is_not_used_for_cpu_tensors(monkeypatch):
     assert calls == []
 
 
-def test_chunked_scan_runs_on_scan_threads_and_restores_torch_setting(monkeypatch):
-    """Forward and backward switch to SCAN_THREADS (1) and back; None leaves torch alone."""
+def test_chunked_scan_runs_on_one_intra_op_thread_and_restores_torch_setting(monkeypatch):
+    """Forward and backward run with one intra-op thread on the calling thread (and on each row
+    thread) and give torch's setting back afterwards."""
     original = torch.set_num_threads
     before = torch.get_num_threads()
-    calls: list[int] = []
+    calls: list[tuple[int, bool]] = []
+    main = threading.get_ident()
 
     def spy(n: int) -> None:
-        calls.append(n)
+        calls.append((n, threading.get_ident() == main))
         original(n)
 
     original(2)
     try:
         monkeypatch.setattr(torch, "set_num_threads", spy)
+        monkeypatch.setattr(scan, "SCAN_THREADS", 1)
         inputs = make_inputs(length=6)
         selective_scan_chunked(*(inputs[k] for k in NAMES)).sum().backward()
-        assert calls == [1, 2, 1, 2] and torch.get_num_threads() == 2
+        assert calls == [(1, True), (2, True), (1, True), (2, True)]
+        assert torch.get_num_threads() == 2
         calls.clear()
-        monkeypatch.setattr(scan, "SCAN_THREADS", None)
+        monkeypatch.setattr(scan, "SCAN_THREADS", 2)  # one row thread besides the caller
         selective_scan_chunked(*(inputs[k] for k in NAMES)).sum().backward()
-        assert calls == []
+        on_caller = [n for n, is_main in calls if is_main]
+        on_rows = [n for n, is_main in calls if not is_main]
+        assert on_caller == [1, 2, 1, 2] and on_rows == [1, 1]
+        assert torch.get_num_threads() == 2
     finally:
         original(before)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_row_threads_give_the_results_of_one_thread(monkeypatch, threads):
+    """Rows split over threads (more threads than rows included) give the outputs and gradients
+    of one thread up to float rounding (smaller parts get longer chunks, and dLoss/dA sums the
+    parts in another order), with the rows' threads really running the parts."""
+    inputs = make_inputs(batch=4, length=11, dtype=torch.float32)
+    spec = {"tensors": NAMES, "flags": {"delta_softplus": True, "return_last_state": True}}
+    monkeypatch.setattr(scan, "SCAN_THREADS", 1)
+    expected = outputs_and_grads(selective_scan_chunked, inputs, spec)
+    seen: set[int] = set()
+    forward_rows = scan._forward_rows
+
+    def spy(*args, **kwargs):
+        seen.add(threading.get_ident())
+        return forward_rows(*args, **kwargs)
+
+    monkeypatch.setattr(scan, "_forward_rows", spy)
+    monkeypatch.setattr(scan, "SCAN_THREADS", threads)
+    actual = outputs_and_grads(selective_scan_chunked, inputs, spec)
+    assert len(seen) == min(threads, 4)
+    assert relative_error(actual[0], expected[0]) < 1e-6
+    assert relative_error(actual[1], expected[1]) < 1e-6
+    for name in NAMES:
+        assert relative_error(actual[2][name], expected[2][name]) < 1e-6, name
+
+
+def test_row_parts_cover_every_row_once():
+    for batch, workers in itertools.product([1, 2, 5, 64], [1, 2, 3, 8, 100]):
+        parts = scan._row_parts(batch, workers)
+        assert len(parts) == min(batch, workers)
+        assert [r for start, end in parts for r in range(start, end)] == list(range(batch))
+        assert max(end - start for start, end in parts) - min(e - s for s, e in parts) <= 1
+
+
+def test_row_threads_follow_inference_mode_and_report_errors(monkeypatch):
+    """Row threads run in the caller's inference mode (writing inference tensors outside it
+    fails), and an error on a row thread reaches the caller after every part has stopped."""
+    monkeypatch.setattr(scan, "SCAN_THREADS", 2)
+    inputs = {k: v.detach() for k, v in make_inputs(batch=3, length=5).items()}
+    expected = selective_scan_reference(*(inputs[k] for k in NAMES))
+    with torch.inference_mode():
+        fresh = {k: v.clone() for k, v in inputs.items()}
+        out = selective_scan_chunked(*(fresh[k] for k in NAMES))
+    assert relative_error(out, expected) < TOLERANCE[torch.float64]
+
+    forward_rows = scan._forward_rows
+
+    def fail_off_the_caller(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("row thread failed")
+        return forward_rows(*args, **kwargs)
+
+    monkeypatch.setattr(scan, "_forward_rows", fail_off_the_caller)
+    with pytest.raises(RuntimeError, match="row thread failed"):
+        selective_scan_chunked(*(inputs[k] for k in NAMES))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_row_threads_work_in_a_forked_child(monkeypatch):
+    """A child forked after the parent started its row threads (which it does not inherit)
+    starts threads of its own instead of waiting forever for the parent's."""
+    monkeypatch.setattr(scan, "SCAN_THREADS", 2)
+    inputs = {k: v.detach() for k, v in make_inputs(batch=2, length=5).items()}
+    expected = selective_scan_chunked(*(inputs[k] for k in NAMES))  # starts the parent's pool
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether the scan gave the parent's result, then leave
+        try:
+            out = selective_scan_chunked(*(inputs[k] for k in NAMES))
+            os.write(write_end, b"1" if torch.equal(out, expected) else b"0")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read_end, 1) == b"1" and status == 0
+
+
+def test_inputs_laid_out_as_time_second_views_match(monkeypatch):
+    """The model passes (b, k, L) views of (b, L, k) memory, which the scan reads in place; its
+    output and gradients are the same as for contiguous inputs."""
+    inputs = make_inputs(batch=3, length=7)
+    spec = {"tensors": NAMES, "flags": {"delta_softplus": True, "return_last_state": True}}
+    expected = outputs_and_grads(selective_scan_chunked, inputs, spec)
+    views = {
+        k: (v.detach().transpose(-1, -2).contiguous().transpose(-1, -2) if v.dim() == 3 else v)
+        .detach()
+        .requires_grad_()
+        for k, v in inputs.items()
+    }
+    assert not views["u"].is_contiguous()
+    actual = outputs_and_grads(selective_scan_chunked, views, spec)
+    assert relative_error(actual[0], expected[0]) < 1e-12
+    for name in NAMES:
+        assert relative_error(actual[2][name], expected[2][name]) < 1e-12, name
 
 
 @pytest.mark.parametrize(
@@ -594,7 +698,7 @@ def test_scan_benchmark_reports_every_method_and_length():
 
 
 @pytest.mark.parametrize(
-    ("text", "threads"), [("1", 1), ("2", 2), ("torch", None), ("0", 1), ("x", 1)]
+    ("text", "threads"), [("1", 1), ("2", 2), ("torch", None), ("", None), ("0", None), ("x", None)]
 )
 def test_scan_threads_come_from_the_environment(text, threads):
     assert scan._scan_threads_setting(text) == threads

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reasonlab.models.base import DecodingState, LanguageModel
+from reasonlab.models.causal_conv import causal_depthwise_conv
 from reasonlab.models.hooks import HookPoint
 from reasonlab.models.scan import (
     scan_output,
@@ -176,13 +177,15 @@ class Mixer(nn.Module):
         self.D._no_weight_decay = True  # type: ignore[attr-defined]
 
     def _conv(self, x: Tensor, cache: LayerState | None) -> Tensor:
-        """Causal depthwise convolution of x (batch, d_inner, L); updates ``cache.conv``."""
+        """Causal depthwise convolution of x (batch, L, d_inner) with conv1d's parameters;
+        updates ``cache.conv``."""
         context = self.cfg.d_conv - 1
         if cache is None:
-            return self.conv1d(F.pad(x, (context, 0)))
-        padded = torch.cat([cache.conv.to(x.dtype), x], dim=-1)
-        cache.conv = padded[..., padded.shape[-1] - context :]
-        return self.conv1d(padded)
+            padded = F.pad(x, (0, 0, context, 0))  # (b, context + L, d_inner)
+        else:
+            padded = torch.cat([cache.conv.to(x.dtype).transpose(1, 2), x], dim=1)
+            cache.conv = padded[:, padded.shape[1] - context :].transpose(1, 2).contiguous()
+        return causal_depthwise_conv(padded, self.conv1d.weight[:, 0], self.conv1d.bias)
 
     def forward(
         self, hidden: Tensor, cache: LayerState | None = None, fresh: bool = True
@@ -191,18 +194,18 @@ class Mixer(nn.Module):
         state (``fresh``: nothing fed yet, so the SSM state is zero) and update it."""
         cfg = self.cfg
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, L, d_inner) each
-        u = F.silu(self._conv(x.transpose(1, 2), cache))  # (b, d_inner, L)
-        dt, B, C = self.x_proj(u.transpose(1, 2)).split([cfg.dt_rank, cfg.d_state, cfg.d_state], -1)
+        # Tensors stay (b, L, k) in memory; the scan takes them as (b, k, L) views.
+        u = F.silu(self._conv(x, cache))  # (b, L, d_inner)
+        dt, B, C = self.x_proj(u).split([cfg.dt_rank, cfg.d_state, cfg.d_state], -1)
         B, C = self.hook_B(B), self.hook_C(C)  # (b, L, N)
-        delta = self.dt_proj.weight @ dt.transpose(1, 2)  # (b, d_inner, L); bias in the scan
+        delta = F.linear(dt, self.dt_proj.weight)  # (b, L, d_inner); the bias is added in the scan
         delta_bias: Tensor | None = self.dt_proj.bias
         if self.hook_delta.active:
-            delta = F.softplus(delta + self.dt_proj.bias[:, None])
-            delta = self.hook_delta(delta.transpose(1, 2)).transpose(1, 2)
+            delta = self.hook_delta(F.softplus(delta + self.dt_proj.bias))
             delta_bias = None
         scan = _Scan(
-            u=u,
-            delta=delta,
+            u=u.transpose(1, 2),
+            delta=delta.transpose(1, 2),
             A=-torch.exp(self.A_log),
             B=B.transpose(1, 2),
             C=C.transpose(1, 2),
@@ -214,7 +217,7 @@ class Mixer(nn.Module):
             y = self._scan_with_states(scan, cache, fresh)
         elif cache is None:
             y = selective_scan(**scan.args())
-        elif u.shape[-1] == 1:  # one decoding step: O(1), no scan machinery
+        elif u.shape[1] == 1:  # one decoding step: O(1), no scan machinery
             out, cache.ssm = selective_scan_step(cache.ssm, **scan.step_args())
             y = out[..., None]
         else:

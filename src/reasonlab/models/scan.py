@@ -40,8 +40,10 @@ on one intra-op thread of their own (SCAN_THREADS).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
+import itertools
 import math
 import os
 import warnings
@@ -59,20 +61,22 @@ _default_method = "auto"
 # enough that the chunk's few buffers stay in cache, large enough that per-chunk Python
 # overhead does not count. Measured in docs/BENCHMARKS.md (selective scan).
 CHUNK_ELEMENTS = 1 << 19
+LOG2_E = 1 / math.log(2)
 
 
-# Intra-op threads of the chunked scan (None: torch's setting). It issues thousands of small
-# operations; with more than one thread each waits for all of them to be scheduled, which on a
-# CPU shared with other busy processes made it up to 50x slower (docs/BENCHMARKS.md). On a quiet
-# machine torch's setting is faster (a Mamba step 308 vs 402 ms with 2 threads):
-# REASONLAB_SCAN_THREADS=torch (or a number) sets it.
+# Threads of the chunked scan. Its batch rows are independent, so it splits them into
+# SCAN_THREADS parts (None: torch's intra-op setting) and runs each part's whole chunk loop on a
+# thread of its own, every operation on that thread alone (one intra-op thread). The parts meet
+# once, at the end. Spreading each of the scan's thousands of small operations over torch's
+# threads instead makes every operation wait for all of them, which on a CPU shared with other busy
+# processes made the scan up to 50x slower (docs/BENCHMARKS.md); parts that never wait for each
+# other lose at most their share when a core is taken. REASONLAB_SCAN_THREADS=N (a positive
+# number) sets it.
 def _scan_threads_setting(text: str) -> int | None:
-    if text == "torch":
-        return None
-    return int(text) if text.isdigit() and int(text) > 0 else 1
+    return int(text) if text.isdigit() and int(text) > 0 else None
 
 
-SCAN_THREADS: int | None = _scan_threads_setting(os.environ.get("REASONLAB_SCAN_THREADS", "1"))
+SCAN_THREADS: int | None = _scan_threads_setting(os.environ.get("REASONLAB_SCAN_THREADS", ""))
 
 # The compiled scan (selective_scan_compiled): whether ``auto`` uses it on CPU (environment:
 # REASONLAB_SCAN_COMPILE=1 turns it on; off by default, because it gains only 1.2-1.3x on the
@@ -129,29 +133,80 @@ def _cuda_applies(u: Tensor) -> bool:
 
 
 @contextlib.contextmanager
-def _scan_threads(device: torch.device) -> Iterator[None]:
-    """Runs the body with SCAN_THREADS intra-op threads (CPU only), then restores the setting."""
+def _scan_threads(device: torch.device) -> Iterator[int]:
+    """Runs the body with one intra-op thread (CPU only), then restores torch's setting. Yields
+    how many threads the body may run batch rows on: SCAN_THREADS, or torch's setting."""
     previous = torch.get_num_threads()
-    if device.type != "cpu" or SCAN_THREADS is None or previous == SCAN_THREADS:
-        yield
+    if device.type != "cpu":
+        yield 1
         return
-    torch.set_num_threads(SCAN_THREADS)
+    workers = SCAN_THREADS or previous
+    if previous == 1:
+        yield workers
+        return
+    torch.set_num_threads(1)
     try:
-        yield
+        yield workers
     finally:
         torch.set_num_threads(previous)
 
 
 def _with_scan_threads(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Wraps an autograd.Function's forward or backward in _scan_threads."""
+    """Wraps an autograd.Function's forward or backward in _scan_threads; ``ctx.workers`` holds
+    the number of row threads it yields."""
 
     @functools.wraps(method)
     def wrapper(ctx: Any, *args: Any) -> Any:
         tensors = [a for a in args if isinstance(a, Tensor)]
-        with _scan_threads(tensors[0].device if tensors else torch.device("cpu")):
+        with _scan_threads(tensors[0].device if tensors else torch.device("cpu")) as workers:
+            ctx.workers = workers
             return method(ctx, *args)
 
     return wrapper
+
+
+_executor: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid, pool)
+
+
+def _row_executor() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that run row parts besides the caller's; a new pool in a forked child, where
+    the parent's threads do not exist."""
+    global _executor
+    if _executor is None or _executor[0] != os.getpid():
+        pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="reasonlab-scan")
+        _executor = (os.getpid(), pool)
+    return _executor[1]
+
+
+def _row_parts(batch: int, workers: int) -> list[tuple[int, int]]:
+    """[start, end) of each of min(workers, batch) near-equal parts of the batch rows."""
+    parts = max(1, min(workers, batch))
+    edges = [batch * i // parts for i in range(parts + 1)]
+    return list(itertools.pairwise(edges))
+
+
+def _alone(body: Callable[[int, int], Any], start: int, end: int, inference: bool) -> Any:
+    """body(start, end) on a pool thread: one intra-op thread, no autograd graph, and the
+    caller's inference mode (grad modes are per thread)."""
+    torch.set_num_threads(1)
+    with torch.inference_mode(inference), torch.no_grad():
+        return body(start, end)
+
+
+def _run_rows(body: Callable[[int, int], Any], batch: int, workers: int) -> list[Any]:
+    """body(start, end) for each part of the batch rows, the first on the calling thread and the
+    others on pool threads at the same time; their results in row order."""
+    parts = _row_parts(batch, workers)
+    if len(parts) == 1:
+        return [body(*parts[0])]
+    pool = _row_executor()
+    inference = torch.is_inference_mode_enabled()
+    futures = [pool.submit(_alone, body, *part, inference) for part in parts[1:]]
+    try:
+        first = body(*parts[0])
+    finally:
+        concurrent.futures.wait(futures)  # never leave a part writing after an error here
+    return [first, *(future.result() for future in futures)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,11 +345,15 @@ def _chunk_buffer(flat: Tensor, batch: int, steps: int, d_state: int, d_inner: i
 
 
 def _exp_decay(decay: Tensor, delta: Tensor, A_t: Tensor) -> Tensor:
-    """decay <- exp(delta * A): (b, T, N, d) from delta (b, T, d) and A_t (N, d)."""
-    torch.mul(delta[:, :, None, :], A_t, out=decay)
-    # exp of an argument below log(smallest normal) takes a slow path (18x here) and gives a
-    # denormal or 0; flooring it there changes a state by at most 1.2e-38 * |h| in float32.
-    return decay.clamp_(min=math.log(torch.finfo(decay.dtype).tiny)).exp_()
+    """decay <- exp(delta * A): (b, T, N, d) from delta (b, T, d) and A_t (N, d).
+
+    Computed as exp2(delta * A * log2(e)): torch's exp goes through a vector math library that
+    is slow on some CPUs (1.5-2 ns an element on an AMD EPYC, where exp2 takes 0.9); the
+    result differs from exp's by a rounding of the argument."""
+    torch.mul(delta[:, :, None, :], A_t * LOG2_E, out=decay)
+    # exp2 of an argument below log2(smallest normal) takes a slow path and gives a denormal or
+    # 0; flooring it there changes a state by at most 1.2e-38 * |h| in float32.
+    return decay.clamp_(min=math.log2(torch.finfo(decay.dtype).tiny)).exp2_()
 
 
 def _fill_chunk(
@@ -371,73 +430,146 @@ def _time_second(x: Tensor) -> Tensor:
     return x.transpose(1, 2).contiguous()
 
 
+def _forward_rows(
+    delta: Tensor,
+    u: Tensor,
+    A_t: Tensor,
+    B: Tensor,
+    C: Tensor,
+    starts: Tensor,
+    chunk: int,
+    y: Tensor,
+) -> None:
+    """The chunk loop forward over some batch rows. delta, u: (b, L, d); B, C: (b, L, N);
+    A_t: (N, d); starts: (chunks + 1, b, N, d) with starts[0] the initial state, each later one
+    written with the state after a chunk; y (b, L, d) is written."""
+    batch, length, d_inner = u.shape
+    d_state = A_t.shape[0]
+    flat_decay = u.new_empty(batch * chunk * d_state * d_inner)  # reused for every chunk
+    flat_states = torch.empty_like(flat_decay)
+    for index, c0, c1 in _chunks(length, chunk):
+        states = _chunk_buffer(flat_states, batch, c1 - c0, d_state, d_inner)
+        decay = _chunk_buffer(flat_decay, batch, c1 - c0, d_state, d_inner)
+        drive_scale = delta[:, c0:c1] * u[:, c0:c1]  # (b, T, d)
+        _fill_chunk(decay, states, delta[:, c0:c1], drive_scale, A_t, B[:, c0:c1], starts[index])
+        y[:, c0:c1] = torch.matmul(C[:, c0:c1, None, :], states)[:, :, 0]
+        starts[index + 1] = states[:, -1]  # the buffer is reused: keep a copy
+
+
+def _backward_rows(
+    delta: Tensor,
+    u: Tensor,
+    A_t: Tensor,
+    B: Tensor,
+    C: Tensor,
+    starts: Tensor,
+    grad_y: Tensor,
+    carry: Tensor | None,
+    chunk: int,
+    grads: tuple[Tensor, Tensor, Tensor, Tensor],
+) -> Tensor:
+    """The chunk loop backward over some batch rows, inputs as _forward_rows (starts as it wrote
+    them); grad_y (b, L, d); carry (b, N, d): dLoss/d(last state) or None. Writes ``grads``:
+    dLoss/ddelta, dLoss/du (b, L, d), dLoss/dB, dLoss/dC (b, L, N); returns these rows'
+    dLoss/dA_t (N, d)."""
+    batch, length, d_inner = u.shape
+    d_state = A_t.shape[0]
+    flat = [u.new_empty(batch * chunk * d_state * d_inner) for _ in range(4)]
+    grad_delta, grad_u, grad_B, grad_C = grads
+    grad_A_t = torch.zeros_like(A_t)
+    for index, c0, c1 in _chunks(length, chunk, reverse=True):
+        decay, states, adjoint, scratch = (
+            _chunk_buffer(f, batch, c1 - c0, d_state, d_inner) for f in flat
+        )
+        delta_c, u_c, B_c = delta[:, c0:c1], u[:, c0:c1], B[:, c0:c1]
+        drive_scale = delta_c * u_c
+        _fill_chunk(decay, states, delta_c, drive_scale, A_t, B_c, starts[index])
+        grad_out = grad_y[:, c0:c1, None, :]  # (b, T, 1, d)
+        torch.sum(torch.mul(states, grad_out, out=scratch), -1, out=grad_C[:, c0:c1])
+        torch.mul(C[:, c0:c1, :, None], grad_out, out=adjoint)
+        carry, grad_drive_scale, grad_delta_c, grad_B[:, c0:c1] = _backward_chunk(
+            adjoint, decay, states, starts[index], carry, delta_c, drive_scale, A_t, B_c,
+            scratch, grad_A_t,
+        )  # fmt: skip
+        torch.addcmul(grad_delta_c, grad_drive_scale, u_c, out=grad_delta[:, c0:c1])
+        torch.mul(grad_drive_scale, delta_c, out=grad_u[:, c0:c1])
+    return grad_A_t
+
+
+def _time_second_view(x: Tensor) -> Tensor | None:
+    """x (b, k, L) as a contiguous (b, L, k) view when its memory is laid out that way (a
+    transposed view of a (b, L, k) tensor, as the Mamba mixer passes), else None."""
+    moved = x.transpose(1, 2)
+    return moved if moved.is_contiguous() else None
+
+
 class _ChunkedScan(torch.autograd.Function):
     """y[t] = sum_n C[t, n] h[t, n] and the last state.
 
     delta (already biased and softplus-ed), u: (b, d, L); A: (d, N); B, C: (b, N, L); one
-    float dtype. Returns y: (b, d, L) and the last state (b, N, d). Inputs are moved to
-    (b, L, k) once, and y and the gradients back once: swapping axes is slow on CPU (~10x a
-    plain copy), but one chunk at a time is slower still."""
+    float dtype, any strides. Returns y: (b, d, L) and the last state (b, N, d). The scan works
+    on (b, L, k) memory: inputs laid out that way (transposed views of (b, L, k) tensors) are
+    used as they are, others are moved once; y and the gradients are returned as (b, d, L)
+    views of (b, L, k) memory. The batch rows run in parts on ``ctx.workers`` threads
+    (_run_rows), each part moving its own rows. ``chunk_size``: steps per chunk, or None for
+    about CHUNK_ELEMENTS elements of one part's batch x chunk x N x d."""
 
     @staticmethod
     @_with_scan_threads
     def forward(
-        ctx: Any, delta: Tensor, u: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int
+        ctx: Any, delta: Tensor, u: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int | None
     ) -> tuple[Tensor, Tensor]:
-        delta, u, B, C = (_time_second(x) for x in (delta, u, B, C))  # (b, L, d) / (b, L, N)
+        batch, d_inner, length = u.shape
         A_t = A.t().contiguous()  # (N, d)
-        batch, length, d_inner = u.shape
         d_state = A_t.shape[0]
-        flat_decay = u.new_empty(batch * chunk * d_state * d_inner)  # reused for every chunk
-        flat_states = torch.empty_like(flat_decay)
-        spans = _chunks(length, chunk)
+        part_rows = -(-batch // max(1, min(ctx.workers, batch)))
+        chunk = _chunk_length(part_rows, d_inner, d_state, length, chunk_size)
+        inputs = (delta, u, B, C)
+        views = [_time_second_view(x) for x in inputs]
+        moved = [
+            x.new_empty(batch, length, x.shape[1]) if view is None else view
+            for x, view in zip(inputs, views, strict=True)
+        ]  # (b, L, d) and (b, L, N)
         # starts[i]: the state before chunk i; the last row ends up holding the final state.
-        starts = u.new_empty(len(spans) + 1, batch, d_state, d_inner)
+        starts = u.new_empty(len(_chunks(length, chunk)) + 1, batch, d_state, d_inner)
         starts[0].zero_()
-        y = torch.empty_like(u)  # (b, L, d)
-        for index, c0, c1 in spans:
-            states = _chunk_buffer(flat_states, batch, c1 - c0, d_state, d_inner)
-            decay = _chunk_buffer(flat_decay, batch, c1 - c0, d_state, d_inner)
-            drive_scale = delta[:, c0:c1] * u[:, c0:c1]  # (b, T, d)
-            _fill_chunk(
-                decay, states, delta[:, c0:c1], drive_scale, A_t, B[:, c0:c1], starts[index]
-            )
-            y[:, c0:c1] = torch.matmul(C[:, c0:c1, None, :], states)[:, :, 0]
-            starts[index + 1] = states[:, -1]  # the buffer is reused: keep a copy
+        y = u.new_empty(batch, length, d_inner)
+
+        def rows(r0: int, r1: int) -> None:
+            part = slice(r0, r1)
+            for source, view, target in zip(inputs, views, moved, strict=True):
+                if view is None:
+                    target[part] = source[part].transpose(1, 2)
+            delta_p, u_p, B_p, C_p = (x[part] for x in moved)
+            _forward_rows(delta_p, u_p, A_t, B_p, C_p, starts[:, part], chunk, y[part])
+
+        _run_rows(rows, batch, ctx.workers)
         ctx.chunk = chunk
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(delta, u, A_t, B, C, starts)
-        return _time_second(y), starts[-1].clone()
+        ctx.save_for_backward(*moved, A_t, starts)
+        return y.transpose(1, 2), starts[-1].clone()
 
     @staticmethod
     @_with_scan_threads
     def backward(ctx: Any, grad_y: Tensor | None, grad_last: Tensor | None):  # type: ignore[override]
-        delta, u, A_t, B, C, starts = ctx.saved_tensors
+        delta, u, B, C, A_t, starts = ctx.saved_tensors
         batch, length, d_inner = u.shape
-        d_state = A_t.shape[0]
-        grad_y = torch.zeros_like(u) if grad_y is None else _time_second(grad_y)  # (b, L, d)
-        flat = [u.new_empty(batch * ctx.chunk * d_state * d_inner) for _ in range(4)]
-        grad_delta, grad_u = torch.empty_like(u), torch.empty_like(u)
-        grad_B, grad_C, grad_A_t = torch.empty_like(B), torch.empty_like(C), torch.zeros_like(A_t)
-        carry = grad_last
-        for index, c0, c1 in _chunks(length, ctx.chunk, reverse=True):
-            decay, states, adjoint, scratch = (
-                _chunk_buffer(f, batch, c1 - c0, d_state, d_inner) for f in flat
-            )
-            delta_c, u_c, B_c = delta[:, c0:c1], u[:, c0:c1], B[:, c0:c1]
-            drive_scale = delta_c * u_c
-            _fill_chunk(decay, states, delta_c, drive_scale, A_t, B_c, starts[index])
-            grad_out = grad_y[:, c0:c1, None, :]  # (b, T, 1, d)
-            grad_C[:, c0:c1] = torch.mul(states, grad_out, out=scratch).sum(-1)
-            torch.mul(C[:, c0:c1, :, None], grad_out, out=adjoint)
-            carry, grad_drive_scale, grad_delta_c, grad_B[:, c0:c1] = _backward_chunk(
-                adjoint, decay, states, starts[index], carry, delta_c, drive_scale, A_t, B_c,
-                scratch, grad_A_t,
+        grads = tuple(torch.empty_like(x) for x in (delta, u, B, C))  # (b, L, k)
+
+        def rows(r0: int, r1: int) -> Tensor:
+            part = slice(r0, r1)
+            if grad_y is None:
+                grad_y_part = u.new_zeros(r1 - r0, length, d_inner)
+            else:
+                grad_y_part = _time_second(grad_y[part])  # no copy when laid out as y
+            carry = None if grad_last is None else grad_last[part]
+            return _backward_rows(
+                delta[part], u[part], A_t, B[part], C[part], starts[:, part], grad_y_part,
+                carry, ctx.chunk, tuple(g[part] for g in grads),
             )  # fmt: skip
-            grad_delta[:, c0:c1] = grad_delta_c.addcmul_(grad_drive_scale, u_c)
-            torch.mul(grad_drive_scale, delta_c, out=grad_u[:, c0:c1])
-        grads = (_time_second(x) for x in (grad_delta, grad_u, grad_B, grad_C))
-        grad_delta, grad_u, grad_B, grad_C = grads
+
+        grad_A_t = torch.stack(_run_rows(rows, batch, ctx.workers)).sum(0)
+        grad_delta, grad_u, grad_B, grad_C = (g.transpose(1, 2) for g in grads)
         return grad_delta, grad_u, grad_A_t.t(), grad_B, grad_C, None
 
 
@@ -503,9 +635,10 @@ def _prepared(
     delta_softplus: bool,
     dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """delta (biased, softplus-ed), u, A, B: contiguous, in the compute dtype."""
+    """delta (biased, softplus-ed), u, A, B in the compute dtype (any strides: the scans move
+    them to their own layout once)."""
     delta = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
-    return tuple(x.to(dtype).contiguous() for x in (delta, u, A, B))  # type: ignore[return-value]
+    return tuple(x.to(dtype) for x in (delta, u, A, B))  # type: ignore[return-value]
 
 
 def selective_scan_chunked(
@@ -523,14 +656,11 @@ def selective_scan_chunked(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """The fast pure-PyTorch scan (any device; the default on CPU). Same arguments and results as
     ``selective_scan_reference``; ``chunk_size`` steps per chunk (default: about CHUNK_ELEMENTS
-    elements of batch x chunk x d_inner x N)."""
+    elements of batch x chunk x d_inner x N per part of the batch run on one thread)."""
     _check_shapes(u, delta, A, B, C)
     dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
-    batch, d_inner, length = u.shape
-    chunk = _chunk_length(batch, d_inner, A.shape[1], length, chunk_size)
     prepared = _prepared(u, delta, A, B, delta_bias, delta_softplus, dtype)
-    C_ = C.to(dtype).contiguous()
-    y, last_state = _ChunkedScan.apply(*prepared, C_, chunk)  # (b, d, L), (b, N, d)
+    y, last_state = _ChunkedScan.apply(*prepared, C.to(dtype), chunk_size)  # (b, d, L), (b, N, d)
     out = _finish(y, u, D, z, u.dtype)
     return (out, last_state.transpose(1, 2)) if return_last_state else out
 
