@@ -46,7 +46,8 @@ from reasonlab.models.scan import (
 )
 
 METHODS = ("reasonlab", "reasonlab_eager", "mambapy", "sequential")
-# Also known to scan_function: reasonlab_torch_threads, our scan with torch's thread setting.
+# Also known to scan_function: reasonlab_one_thread, our scan with its batch rows on the
+# calling thread alone (SCAN_THREADS = 1) instead of torch's number of threads.
 SCAN_INPUTS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 # The scan of a COPY-like Mamba language model (2 layers of d_model 128, batch 64, 40 tokens):
 # ``reasonlab bench scan --batch 64 --lengths 40`` or ``benchmarks/scan_speed.py --copy``.
@@ -95,7 +96,7 @@ def scan_function(method: str) -> Callable[..., Tensor]:
         return lambda *args: selective_scan_chunked(
             *args[:6], delta_bias=args[6], delta_softplus=True
         )
-    if method == "reasonlab_torch_threads":  # run under torch_threads_for(method)
+    if method == "reasonlab_one_thread":  # SCAN_THREADS = 1 set by _forward_backward
         return scan_function("reasonlab")
     if method == "sequential":
         return lambda *args: selective_scan_reference(
@@ -111,10 +112,10 @@ def _forward_backward(
 ) -> None:
     for tensor in inputs.values():
         tensor.grad = None
-    # reasonlab_torch_threads: our scan with torch's thread setting instead of its single thread.
+    # reasonlab_one_thread: our scan's rows on one thread instead of torch's number of threads.
     previous = scan.SCAN_THREADS
-    if method == "reasonlab_torch_threads":
-        scan.SCAN_THREADS = None
+    if method == "reasonlab_one_thread":
+        scan.SCAN_THREADS = 1
     try:
         fn(*(inputs[k] for k in SCAN_INPUTS)).backward(grad)
     finally:

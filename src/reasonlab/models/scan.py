@@ -22,7 +22,9 @@ exp(delta * A) <= 1 for delta >= 0, so nothing overflows however large delta * |
 log-space cumulative sum would need exp(-sum delta * A), which overflows in float32 once
 |A| * sum(delta) over a chunk passes about 88. The backward pass is a custom autograd function:
 it keeps the state at the start of each chunk (1/chunk of the state sequence), recomputes a
-chunk's states, and runs the adjoint recurrence backwards through it.
+chunk's states, and runs the adjoint recurrence backwards through it. Batch rows are
+independent: the scan splits them into parts, one per thread (SCAN_THREADS), each running its
+own chunk loop with one intra-op thread.
 
 The compiled scan (opt-in: REASONLAB_SCAN_COMPILE=1 makes it the CPU default from
 COMPILE_MIN_ELEMENTS elements of batch x d_inner x N x L on, up to COMPILE_MAX_LENGTH steps, while
@@ -33,9 +35,8 @@ registers (the "Compiled scan" section below). Its first call per shape compiles
 ``auto`` goes back to the chunked scan.
 
 Speed and memory (docs/BENCHMARKS.md): 6-10x faster than mambapy's parallel scan forward +
-backward at L = 64 to 1024 on a CPU, with a tenth of its peak memory or less; the compiled scan
-is 1.2-1.3x faster than the chunked one at a COPY-like Mamba's shape (batch 64, L 40). Both run
-on one intra-op thread of their own (SCAN_THREADS).
+backward at L = 64 to 1024 on a CPU, with a tenth of its peak memory or less. The compiled scan
+runs on one intra-op thread of its own, without row threads.
 """
 
 from __future__ import annotations
