@@ -111,6 +111,100 @@ class TwoHopTaskConfig(TaskConfig):
         return self
 
 
+class CopyTaskConfig(TaskConfig):
+    """COPY (Jelassi et al.): a random string, ``<sep>``, the same string, ``<eos>``; or the
+    selective variant, where the string's tokens are scattered among noise tokens."""
+
+    kind: Literal["copy"] = Field("copy", description="which task")
+    vocab_size: int = Field(26, ge=2, le=10_000, description="symbols the strings are drawn from")
+    min_length: int = Field(1, ge=1, le=100_000, description="shortest training string")
+    max_length: int = Field(20, ge=1, le=100_000, description="longest training string")
+    test_lengths: list[int] = Field(
+        default_factory=lambda: [5, 10, 20, 30, 40],
+        description="a test probe per string length (longer than max_length: OOD)",
+    )
+    variant: Literal["copy", "selective"] = Field(
+        "copy", description="copy, or selective: the string scattered among noise tokens"
+    )
+    noise_tokens: int = Field(
+        0, ge=0, le=100_000, description="selective: noise tokens mixed into each input"
+    )
+    num_train: int = Field(50_000, ge=1, le=10_000_000, description="training strings")
+    num_test: int = Field(200, ge=1, le=1_000_000, description="test strings per test length")
+
+    @field_validator("test_lengths")
+    @classmethod
+    def _positive_lengths(cls, value: list[int]) -> list[int]:
+        if not value or min(value) < 1:
+            raise ValueError(f"needs one or more positive lengths, got {value}")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CopyTaskConfig:
+        if self.min_length > self.max_length:
+            raise ValueError(f"min_length: {self.min_length} exceeds max_length={self.max_length}")
+        if self.variant == "selective" and self.noise_tokens < 1:
+            raise ValueError("noise_tokens: the selective variant needs at least 1")
+        if self.variant == "copy" and self.noise_tokens:
+            raise ValueError("noise_tokens: only the selective variant has noise tokens")
+        return self
+
+
+DPProblem = Literal["lis", "ed", "arithmetic", "local"]
+
+
+class DPTaskConfig(TaskConfig):
+    """Dynamic programs (Feng et al. 2023's formats), answered directly or with the DP's trace
+    as chain of thought: input ``<sep>`` trace ``<sep>`` answer (direct: input ``<sep>`` answer)."""
+
+    kind: Literal["dp"] = Field("dp", description="which task")
+    problem: DPProblem = Field(
+        "lis",
+        description="lis (longest increasing subsequence), ed (edit distance), arithmetic "
+        "(mod modulus), local (a DP whose step reads the last `locality` steps)",
+    )
+    mode: Literal["cot", "direct"] = Field(
+        "cot", description="cot: write the DP's trace before the answer; direct: the answer only"
+    )
+    length: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="problem size: LIS sequence length, edit distance's first string, "
+        "arithmetic operators, local DP steps",
+    )
+    test_lengths: list[int] = Field(
+        default_factory=list, description="extra test probes at these sizes (OOD)"
+    )
+    value_range: int = Field(250, ge=2, le=100_000, description="lis: values in [0, value_range)")
+    alphabet_size: int = Field(8, ge=2, le=26, description="ed: letters of the two strings")
+    modulus: int = Field(11, ge=2, le=1000, description="arithmetic and local: values mod this")
+    locality: int = Field(2, ge=1, le=1000, description="local: step t reads steps t-m .. t-1")
+    num_train: int = Field(20_000, ge=1, le=10_000_000, description="training examples")
+    num_test: int = Field(500, ge=1, le=1_000_000, description="test examples per probe")
+
+    @field_validator("test_lengths")
+    @classmethod
+    def _positive_lengths(cls, value: list[int]) -> list[int]:
+        if any(n < 1 for n in value):
+            raise ValueError(f"needs positive sizes, got {value}")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DPTaskConfig:
+        longest = max([self.length, *self.test_lengths])
+        if self.problem == "local" and self.locality >= longest:
+            raise ValueError(
+                f"locality: {self.locality} is not smaller than the sequence (length {longest})"
+            )
+        if self.problem == "lis" and self.value_range < longest:
+            raise ValueError(
+                f"value_range: values below {self.value_range} cannot hold an increasing "
+                f"sequence of length {longest}"
+            )
+        return self
+
+
 # ----------------------------------------------------------------------------- model
 
 

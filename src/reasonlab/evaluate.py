@@ -219,44 +219,75 @@ def _autocast(autocast: bool) -> AbstractContextManager[object]:
     return torch.autocast("cuda", dtype=torch.bfloat16) if autocast else nullcontext()
 
 
+def _stage_rows(position: int | Tensor, rows: slice | Tensor, device: torch.device) -> Tensor:
+    """Each row's position of a stage (one int for all rows, or an (N,) tensor) as (n, 1)."""
+    if isinstance(position, Tensor):
+        return position[rows].to(device)[:, None]
+    return torch.full((1, 1), position, device=device)
+
+
+def _at_stage(matches: Tensor, position: Tensor) -> Tensor:
+    """matches (n, L) at each row's stage position (n, 1) or (1, 1): (n,)."""
+    return matches.gather(1, position.expand(matches.shape[0], 1))[:, 0]
+
+
+def _last_stage(stages: dict[str, int | Tensor]) -> int:
+    return max((int(p.max()) if isinstance(p, Tensor) else p for p in stages.values()), default=-1)
+
+
+def _forced_exact(model: nn.Module, tokens: Tensor, scored: Tensor) -> Tensor:
+    """How many rows have every scored token predicted right from the true tokens before it."""
+    forced = teacher_forced(model, tokens)
+    return ((forced == tokens) | ~scored).all(dim=1).sum()
+
+
 def score_probe(
     model: nn.Module, probe: Probe, batch_size: int, device: torch.device, autocast: bool = False
 ) -> dict[str, float]:
-    """Exact match, stage accuracies and the teacher-forced tail of one probe (module docstring);
-    the same numbers as ``score_probe_recompute``."""
+    """Exact match, stage accuracies, the teacher-forced tail and exact match of one probe
+    (module docstring); the same numbers as ``score_probe_recompute``."""
     n = len(probe)
     stages = list(probe.stages.items())
     all_tokens, all_given, all_scored = probe.tokens, probe.given, probe.scored
+    order: Tensor | None = None
     if n > batch_size and device.type == "cpu" and _can_branch(model):
         # batches of prompts sorted together share more first tokens, fed once (_prefill_shared);
         # the scores are counts, which the order does not change
         order = _prompt_order(all_tokens[:, : probe.prompt_len])
         all_tokens, all_given, all_scored = all_tokens[order], all_given[order], all_scored[order]
+    if order is not None:
+        stages = [(k, p[order] if isinstance(p, Tensor) else p) for k, p in stages]
     tail = probe.stages.get("tail")
-    last_stage = max(probe.stages.values(), default=-1)
+    tail = tail if isinstance(tail, int) else None  # per-row tails: no teacher-forced tail
+    last_stage = _last_stage(probe.stages)
     # Counts stay on the device until the end: one synchronization per probe, not per batch.
-    counts = torch.zeros(2 + len(stages), dtype=torch.long, device=device)
+    counts = torch.zeros(3 + len(stages), dtype=torch.long, device=device)
     with torch.inference_mode(), _autocast(autocast):
         for start in range(0, n, batch_size):
-            tokens = all_tokens[start : start + batch_size].to(device)
-            given = all_given[start : start + batch_size].to(device)
-            scored = all_scored[start : start + batch_size].to(device)
+            rows = slice(start, start + batch_size)
+            tokens = all_tokens[rows].to(device)
+            given = all_given[rows].to(device)
+            scored = all_scored[rows].to(device)
             generated, predicted, forced_tail = _decode(
                 model, tokens, probe.prompt_len, given, tail, scored, last_stage
             )
             matches = generated == tokens
             counts[0] += (matches | ~scored).all(dim=1).sum()
             for i, (_, position) in enumerate(stages):
-                counts[2 + i] += matches[:, position].sum()
+                counts[3 + i] += _at_stage(matches, _stage_rows(position, rows, device)).sum()
             if forced_tail is not None:
                 counts[1] += (forced_tail == tokens[:, tail]).sum()
             elif tail is not None:
                 counts[1] += _tail_given_true_prefix(model, tokens, generated, predicted, tail)
+            if probe.teacher_forced:
+                counts[2] += _forced_exact(model, tokens, scored)
     values = counts.tolist()
     scores = {"": values[0] / n}
-    scores.update({f".{name}": values[2 + i] / n for i, (name, _) in enumerate(stages)})
-    if "tail" in probe.stages:
+    scores.update({f".{name}": values[3 + i] / n for i, (name, _) in enumerate(stages)})
+    if tail is not None:
         scores[".tail_given_true_bridge"] = values[1] / n
+    if probe.teacher_forced:
+        scores[".teacher_forced"] = values[2] / n
     return scores
 
 
@@ -279,29 +310,36 @@ def score_probe_recompute(
     model: nn.Module, probe: Probe, batch_size: int, device: torch.device, autocast: bool = False
 ) -> dict[str, float]:
     """The original scoring: greedy decoding by recomputation, then a teacher-forced pass over
-    every row for the tail. The reference ``score_probe`` must match."""
-    correct = 0
+    every row for the tail (and the teacher-forced exact match). The reference ``score_probe``
+    must match."""
+    correct = tail_tf_correct = forced_correct = 0
     stage_correct = {name: 0 for name in probe.stages}
-    tail_tf_correct = 0
+    tail = probe.stages.get("tail")
+    tail = tail if isinstance(tail, int) else None
     with _autocast(autocast):
         for start in range(0, len(probe), batch_size):
-            tokens = probe.tokens[start : start + batch_size].to(device)
-            given = probe.given[start : start + batch_size].to(device)
-            scored = probe.scored[start : start + batch_size].to(device)
+            rows = slice(start, start + batch_size)
+            tokens = probe.tokens[rows].to(device)
+            given = probe.given[rows].to(device)
+            scored = probe.scored[rows].to(device)
             generated = greedy_complete_recompute(model, tokens, probe.prompt_len, given)
             matches = generated == tokens
             correct += int((matches | ~scored).all(dim=1).sum())
             for name, position in probe.stages.items():
-                stage_correct[name] += int(matches[:, position].sum())
-            if "tail" in probe.stages:
-                tail = probe.stages["tail"]
+                at_stage = _at_stage(matches, _stage_rows(position, rows, device))
+                stage_correct[name] += int(at_stage.sum())
+            if tail is not None:
                 forced = teacher_forced(model, tokens[:, : tail + 1])
                 tail_tf_correct += int((forced[:, tail] == tokens[:, tail]).sum())
+            if probe.teacher_forced:
+                forced_correct += int(_forced_exact(model, tokens, scored))
     n = len(probe)
     scores = {"": correct / n}
     scores.update({f".{name}": count / n for name, count in stage_correct.items()})
-    if "tail" in probe.stages:
+    if tail is not None:
         scores[".tail_given_true_bridge"] = tail_tf_correct / n
+    if probe.teacher_forced:
+        scores[".teacher_forced"] = forced_correct / n
     return scores
 
 

@@ -10,8 +10,35 @@ from reasonlab.tasks.base import Probe, TaskData
 from reasonlab.tasks.grokked_folder import write_folder
 from reasonlab.tasks.twohop import build_twohop
 
-BUILDERS: dict[str, Callable[..., TaskData]] = {"twohop": build_twohop}
-WRITERS: dict[str, Callable[..., dict[str, int]]] = {"twohop": write_folder}
+
+def _build_copy(cfg: TaskConfig) -> TaskData:
+    from reasonlab.tasks.copy import build_copy
+
+    return build_copy(cfg)  # type: ignore[arg-type]
+
+
+def _build_dp(cfg: TaskConfig) -> TaskData:
+    from reasonlab.tasks.dp import build_dp
+
+    return build_dp(cfg)  # type: ignore[arg-type]
+
+
+def _write_text(cfg: TaskConfig, out: Path) -> dict[str, int]:
+    from reasonlab.tasks.text_files import write_text_dataset
+
+    return write_text_dataset(build_task(cfg), out)
+
+
+BUILDERS: dict[str, Callable[..., TaskData]] = {
+    "twohop": build_twohop,
+    "copy": _build_copy,
+    "dp": _build_dp,
+}
+WRITERS: dict[str, Callable[..., dict[str, int]]] = {
+    "twohop": write_folder,
+    "copy": _write_text,
+    "dp": _write_text,
+}
 
 
 def build_task(cfg: TaskConfig) -> TaskData:

@@ -19,18 +19,23 @@ class Probe:
     """A set of test queries scored by greedy decoding and exact match of the completion.
 
     tokens:  (N, L) int64, the whole correct sequence (prompt + completion), right-padded.
-    prompt_len: positions [0, prompt_len) are the question, fed as given.
-    given:   (N, L) bool, completion positions fed from ``tokens`` rather than generated
-             (e.g. the second relation of the interleaved CoT pattern).
+    prompt_len: positions [0, prompt_len) are the question in every row, fed in one piece.
+    given:   (N, L) bool, positions at or after prompt_len fed from ``tokens`` rather than
+             generated: the rest of a longer row's question (prompts of different lengths), or
+             e.g. the second relation of the interleaved CoT pattern.
     scored:  (N, L) bool, completion positions the model must produce (not given, not padding).
-    stages:  stage name -> position, for per-stage accuracies (e.g. bridge, tail).
+    stages:  stage name -> position (one int for every row, or an (N,) tensor of each row's
+             position), for per-stage accuracies (e.g. bridge, tail, answer).
+    teacher_forced: also report the teacher-forced exact match: every scored token predicted
+             right from the true tokens before it (Feng et al.'s LIS and edit-distance score).
     """
 
     tokens: Tensor
     prompt_len: int
     given: Tensor
     scored: Tensor
-    stages: dict[str, int] = field(default_factory=dict)
+    stages: dict[str, int | Tensor] = field(default_factory=dict)
+    teacher_forced: bool = False
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -78,10 +83,20 @@ class TaskData:
 
 
 def as_probe(
-    tokens: Tensor, prompt_len: int, given: Tensor, pad_id: int, stages: dict[str, int]
+    tokens: Tensor,
+    prompt_len: int | Tensor,
+    given: Tensor,
+    pad_id: int,
+    stages: dict[str, int | Tensor],
+    teacher_forced: bool = False,
 ) -> Probe:
-    """Builds a probe; scored = completion positions that are neither given nor padding."""
+    """Builds a probe; scored = completion positions that are neither given nor padding.
+    ``prompt_len``: one length for every row, or an (N,) tensor of each row's prompt length
+    (the rest of a row's prompt after the shortest one is then given)."""
     positions = torch.arange(tokens.shape[1])
-    completion = (positions >= prompt_len).unsqueeze(0).expand_as(tokens)
-    scored = completion & ~given & (tokens != pad_id)
-    return Probe(tokens, prompt_len, given, scored, stages)
+    lengths = torch.as_tensor(prompt_len).reshape(-1, 1)  # (N, 1) or (1, 1)
+    in_prompt = (positions < lengths).expand_as(tokens)
+    scored = ~in_prompt & ~given & (tokens != pad_id)
+    shortest = int(lengths.min())
+    given = given | (in_prompt & (positions >= shortest))
+    return Probe(tokens, shortest, given, scored, stages, teacher_forced)
