@@ -283,3 +283,65 @@ def test_evaluate_three_thirds():
     model = Bigram({3: 4, 4: END, 5: 6, 6: END, 7: 0})
     scores = evaluate(model, {"p": probe_of(tokens, 2, [], {"tail": 2})}, batch_size=2)
     assert scores == {"p": 0.666667, "p.tail": 0.666667, "p.tail_given_true_bridge": 0.666667}
+
+
+# Prompts of different lengths in one probe (arithmetic expressions vary): row 0 asks "1 2 ?",
+# row 1 "1 3 3 ?" (9 closes a question), and the answer follows at each row's own position.
+# The bigram would answer 0 after a 3, so a row 1 whose fourth token were generated would fail.
+RAGGED_TOKENS = torch.tensor([[1, 2, 9, 4, END, PAD], [1, 3, 3, 9, 5, END], [1, 3, 9, 4, END, PAD]])
+RAGGED_PROMPTS = torch.tensor([3, 4, 3])
+RAGGED_ANSWERS = torch.tensor([3, 4, 3])
+
+
+def ragged_probe() -> Probe:
+    given = torch.zeros(RAGGED_TOKENS.shape, dtype=torch.bool)
+    stages = {"answer": RAGGED_ANSWERS}
+    return as_probe(RAGGED_TOKENS, RAGGED_PROMPTS, given, PAD, stages, teacher_forced=True)
+
+
+def test_per_row_prompts_are_given_and_never_scored():
+    probe = ragged_probe()
+    assert probe.prompt_len == 3
+    assert probe.given[1, 3] and not probe.given[0, 3] and not probe.given[1, 4]
+    assert not probe.scored[1, :4].any() and probe.scored[1, 4:].all()
+    assert probe.scored[0].tolist() == [False, False, False, True, True, False]
+
+
+@pytest.mark.parametrize(
+    "model_class", [Bigram, IncrementalBigram, BranchingBigram], ids=lambda c: c.__name__
+)
+@pytest.mark.parametrize("batch_size", [1, 2, 1024])
+def test_per_row_prompts_stages_and_teacher_forced_exact_match(model_class, batch_size):
+    """Row 1's answer 5 is wrong (the bigram says 4 after 9): exact match, the per-row answer
+    stage and the answer given the true trace count 2 of 3 rows, 5 of the 6 scored tokens are
+    right under teacher forcing; every path agrees with the recompute reference."""
+    cpu = torch.device("cpu")
+    table = {2: 9, 3: 0, 9: 4, 4: END, 5: END}
+    scores = score_probe(model_class(table), ragged_probe(), batch_size, cpu)
+    assert scores == {
+        "": 2 / 3,
+        ".answer": 2 / 3,
+        ".token_accuracy_teacher_forced": 5 / 6,
+        ".answer_given_true_trace": 2 / 3,
+    }
+    assert score_probe_recompute(Bigram(table), ragged_probe(), batch_size, cpu) == scores
+
+
+def test_teacher_forced_scores_read_each_position_from_the_true_prefix():
+    """Greedy decoding fails a row at its first wrong token; teacher forcing scores every scored
+    position from the true tokens before it, so a wrong answer followed by right tokens still
+    counts those tokens, and a right answer counts even when a later token is wrong."""
+    tokens = torch.tensor([[1, 9, 4, 6, END]])  # prompt "1 9", answer 4 at position 2
+    given = torch.zeros(tokens.shape, dtype=torch.bool)
+    probe = as_probe(tokens, 2, given, PAD, {"answer": 2}, teacher_forced=True)
+    cpu = torch.device("cpu")
+
+    def scores(table: dict[int, int]) -> dict[str, float]:
+        return score_probe(Bigram(table), probe, 4, cpu)
+
+    wrong_end = {"": 0.0, ".answer": 1.0, ".token_accuracy_teacher_forced": 2 / 3}
+    assert scores({9: 4, 4: 6, 6: 0}) == {**wrong_end, ".answer_given_true_trace": 1.0}
+    wrong_answer = {"": 0.0, ".answer": 0.0, ".token_accuracy_teacher_forced": 2 / 3}
+    assert scores({9: 7, 4: 6, 6: END, 7: 6}) == {**wrong_answer, ".answer_given_true_trace": 0.0}
+    right = {"": 1.0, ".answer": 1.0, ".token_accuracy_teacher_forced": 1.0}
+    assert scores({9: 4, 4: 6, 6: END}) == {**right, ".answer_given_true_trace": 1.0}

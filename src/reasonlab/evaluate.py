@@ -3,7 +3,11 @@
 For a probe with stages (e.g. bridge at position 3, tail at position 4) three more numbers are
 reported: ``<probe>.bridge`` (the generated bridge is right), ``<probe>.tail`` (the generated tail
 is right when the model continues from its own bridge) and ``<probe>.tail_given_true_bridge`` (the
-tail is right when the true bridge is fed instead, i.e. teacher forcing).
+tail is right when the true bridge is fed instead, i.e. teacher forcing). Stage positions may
+differ by row (an (N,) tensor: the answer of a dynamic program sits after a trace of varying
+length), and so may prompts (the rest of a longer prompt is given). A probe marked
+``teacher_forced`` adds ``<probe>.token_accuracy_teacher_forced`` (scored tokens predicted right
+from the true tokens before them) and, with an ``answer`` stage, ``<probe>.answer_given_true_trace``.
 
 Decoding is incremental for a model that offers ``new_state`` (``models/base.py``): the prompt is
 fed once, then one position at a time (runs of positions given in every row together), so each
@@ -235,17 +239,34 @@ def _last_stage(stages: dict[str, int | Tensor]) -> int:
     return max((int(p.max()) if isinstance(p, Tensor) else p for p in stages.values()), default=-1)
 
 
-def _forced_exact(model: nn.Module, tokens: Tensor, scored: Tensor) -> Tensor:
-    """How many rows have every scored token predicted right from the true tokens before it."""
-    forced = teacher_forced(model, tokens)
-    return ((forced == tokens) | ~scored).all(dim=1).sum()
+def _forced_counts(
+    model: nn.Module, tokens: Tensor, scored: Tensor, answer: Tensor | None
+) -> Tensor:
+    """Teacher forcing (every position predicted from the true tokens before it): rows whose
+    answer is right (0 without an answer stage), scored tokens right, and scored tokens."""
+    right = teacher_forced(model, tokens) == tokens
+    answers = (
+        _at_stage(right, answer).sum()
+        if answer is not None
+        else right.new_zeros((), dtype=torch.long)
+    )
+    return torch.stack([answers, (right & scored).sum(), scored.sum()])
+
+
+def _forced_scores(probe: Probe, counts: list[int]) -> dict[str, float]:
+    """The teacher-forced scores of a probe with ``teacher_forced`` (see ``score_probe``)."""
+    scores = {".token_accuracy_teacher_forced": counts[1] / max(counts[2], 1)}
+    if "answer" in probe.stages:
+        scores[".answer_given_true_trace"] = counts[0] / len(probe)
+    return scores
 
 
 def score_probe(
     model: nn.Module, probe: Probe, batch_size: int, device: torch.device, autocast: bool = False
 ) -> dict[str, float]:
-    """Exact match, stage accuracies, the teacher-forced tail and exact match of one probe
-    (module docstring); the same numbers as ``score_probe_recompute``."""
+    """Exact match, stage accuracies, the teacher-forced tail and, for a probe marked
+    ``teacher_forced``, the teacher-forced answer and token accuracies of one probe (module
+    docstring); the same numbers as ``score_probe_recompute``."""
     n = len(probe)
     stages = list(probe.stages.items())
     all_tokens, all_given, all_scored = probe.tokens, probe.given, probe.scored
@@ -261,7 +282,9 @@ def score_probe(
     tail = tail if isinstance(tail, int) else None  # per-row tails: no teacher-forced tail
     last_stage = _last_stage(probe.stages)
     # Counts stay on the device until the end: one synchronization per probe, not per batch.
-    counts = torch.zeros(3 + len(stages), dtype=torch.long, device=device)
+    counts = torch.zeros(2 + len(stages), dtype=torch.long, device=device)
+    forced_counts = torch.zeros(3, dtype=torch.long, device=device)
+    answer = dict(stages).get("answer")
     with torch.inference_mode(), _autocast(autocast):
         for start in range(0, n, batch_size):
             rows = slice(start, start + batch_size)
@@ -274,20 +297,21 @@ def score_probe(
             matches = generated == tokens
             counts[0] += (matches | ~scored).all(dim=1).sum()
             for i, (_, position) in enumerate(stages):
-                counts[3 + i] += _at_stage(matches, _stage_rows(position, rows, device)).sum()
+                counts[2 + i] += _at_stage(matches, _stage_rows(position, rows, device)).sum()
             if forced_tail is not None:
                 counts[1] += (forced_tail == tokens[:, tail]).sum()
             elif tail is not None:
                 counts[1] += _tail_given_true_prefix(model, tokens, generated, predicted, tail)
             if probe.teacher_forced:
-                counts[2] += _forced_exact(model, tokens, scored)
+                answer_rows = None if answer is None else _stage_rows(answer, rows, device)
+                forced_counts += _forced_counts(model, tokens, scored, answer_rows)
     values = counts.tolist()
     scores = {"": values[0] / n}
-    scores.update({f".{name}": values[3 + i] / n for i, (name, _) in enumerate(stages)})
+    scores.update({f".{name}": values[2 + i] / n for i, (name, _) in enumerate(stages)})
     if tail is not None:
         scores[".tail_given_true_bridge"] = values[1] / n
     if probe.teacher_forced:
-        scores[".teacher_forced"] = values[2] / n
+        scores.update(_forced_scores(probe, forced_counts.tolist()))
     return scores
 
 
@@ -310,9 +334,11 @@ def score_probe_recompute(
     model: nn.Module, probe: Probe, batch_size: int, device: torch.device, autocast: bool = False
 ) -> dict[str, float]:
     """The original scoring: greedy decoding by recomputation, then a teacher-forced pass over
-    every row for the tail (and the teacher-forced exact match). The reference ``score_probe``
-    must match."""
-    correct = tail_tf_correct = forced_correct = 0
+    every row for the tail (and the teacher-forced scores). The reference ``score_probe`` must
+    match."""
+    correct = tail_tf_correct = 0
+    forced_counts = torch.zeros(3, dtype=torch.long)
+    answer = probe.stages.get("answer")
     stage_correct = {name: 0 for name in probe.stages}
     tail = probe.stages.get("tail")
     tail = tail if isinstance(tail, int) else None
@@ -332,14 +358,15 @@ def score_probe_recompute(
                 forced = teacher_forced(model, tokens[:, : tail + 1])
                 tail_tf_correct += int((forced[:, tail] == tokens[:, tail]).sum())
             if probe.teacher_forced:
-                forced_correct += int(_forced_exact(model, tokens, scored))
+                answer_rows = None if answer is None else _stage_rows(answer, rows, device)
+                forced_counts += _forced_counts(model, tokens, scored, answer_rows).cpu()
     n = len(probe)
     scores = {"": correct / n}
     scores.update({f".{name}": count / n for name, count in stage_correct.items()})
     if tail is not None:
         scores[".tail_given_true_bridge"] = tail_tf_correct / n
     if probe.teacher_forced:
-        scores[".teacher_forced"] = forced_correct / n
+        scores.update(_forced_scores(probe, forced_counts.tolist()))
     return scores
 
 

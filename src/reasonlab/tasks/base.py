@@ -26,8 +26,11 @@ class Probe:
     scored:  (N, L) bool, completion positions the model must produce (not given, not padding).
     stages:  stage name -> position (one int for every row, or an (N,) tensor of each row's
              position), for per-stage accuracies (e.g. bridge, tail, answer).
-    teacher_forced: also report the teacher-forced exact match: every scored token predicted
-             right from the true tokens before it (Feng et al.'s LIS and edit-distance score).
+    teacher_forced: also report scores under teacher forcing (each position predicted from the
+             true tokens before it; Feng et al. score LIS and edit distance this way): the
+             share of scored tokens right, and with an ``answer`` stage the answer given the
+             true trace. (Exact match of the whole completion under teacher forcing equals
+             greedy exact match, so it is not reported twice.)
     """
 
     tokens: Tensor
