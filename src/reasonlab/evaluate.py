@@ -6,8 +6,9 @@ is right when the model continues from its own bridge) and ``<probe>.tail_given_
 tail is right when the true bridge is fed instead, i.e. teacher forcing). Stage positions may
 differ by row (an (N,) tensor: the answer of a dynamic program sits after a trace of varying
 length), and so may prompts (the rest of a longer prompt is given). A probe marked
-``teacher_forced`` adds ``<probe>.token_accuracy_teacher_forced`` (scored tokens predicted right
-from the true tokens before them) and, with an ``answer`` stage, ``<probe>.answer_given_true_trace``.
+``teacher_forced`` adds ``<probe>.token_accuracy_teacher_forced`` (scored tokens predicted
+right from the true tokens before them) and, with an ``answer`` stage,
+``<probe>.answer_given_true_trace``.
 
 Decoding is incremental for a model that offers ``new_state`` (``models/base.py``): the prompt is
 fed once, then one position at a time (runs of positions given in every row together), so each
