@@ -28,7 +28,9 @@ app = typer.Typer(
     "Every config key with its default: reasonlab config --defaults.",
 )
 
-analyze_app = typer.Typer(help="Open a trained run up: logit lens, causal tracing.")
+analyze_app = typer.Typer(
+    help="Open a trained run up: logit lens, causal tracing, the decay probe."
+)
 app.add_typer(analyze_app, name="analyze")
 
 SET_HELP = "Override a config key, e.g. --set train.lr=3e-4 (repeatable)."
@@ -215,6 +217,35 @@ def analyze_logit_lens(
             f"{result['positions'][result['read_position']]} from layer {where}; "
             f"top-1 share by layer {[round(v, 2) for v in entry['top1_at_read']]}"
         )
+    typer.echo(f"wrote {Path(run_dir) / 'analysis'}")
+
+
+@analyze_app.command("decay")
+def analyze_decay(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A Mamba run trained on COPY."),
+    probe: str | None = typer.Option(
+        None, "--probe", help="A len{n} probe of the run (default: the longest)."
+    ),
+    checkpoint: str = typer.Option("last", "--checkpoint", help=CHECKPOINT_HELP),
+    rows: int = typer.Option(200, "--rows", min=1, help="Strings of the probe analysed."),
+    allow_data_change: bool = typer.Option(
+        False, "--allow-data-change", help=ALLOW_DATA_CHANGE_HELP
+    ),
+) -> None:
+    """The decay probe (arXiv 2410.03810, Theorem 1): per layer, the cumulative decays and the
+    scores c_i . b_j between each copied token and the position that writes its copy, against
+    distance, beside the growth the theorem says is needed: JSON + PNG in RUN_DIR/analysis."""
+    from reasonlab.analysis.ssm import run_decay
+
+    result = run_decay(run_dir, checkpoint, probe, rows, allow_data_change)
+    for entry in result["checkpoints"]:
+        for layer in entry["layers"]:
+            far = layer["distances"][-1]
+            typer.echo(
+                f"step {entry['step']} layer {layer['layer']}: median step decay "
+                f"{layer['step_decay_median']:.4f}; at distance {far}: log10 c.b "
+                f"{layer['log10_cb'][-1]:.2f}, needed {layer['log10_required'][-1]:.2f}"
+            )
     typer.echo(f"wrote {Path(run_dir) / 'analysis'}")
 
 

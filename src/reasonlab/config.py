@@ -42,7 +42,7 @@ class TaskConfig(StrictModel):
     """Base of every task config; subclasses register themselves by their ``kind``."""
 
     kind: str
-    seed: int = Field(0, description="seed of the generated data (graph, splits, noise)")
+    seed: int = Field(0, ge=0, description="seed of the generated data (graph, splits, noise)")
     registry: ClassVar[dict[str, type[TaskConfig]]] = {}
 
     @classmethod

@@ -135,3 +135,35 @@ def trace_over_training(
     bottom = 0.5 / fig.get_size_inches()[1]  # room for the legend
     top = 1 - 0.2 * lines_of_title / fig.get_size_inches()[1]
     _save(fig, path, rect=(0, bottom, 1, top))
+
+
+def decay_panels(layers: list[dict], title: str, path: Path) -> None:
+    """The decay probe (analysis/ssm.py): one panel per layer, log10 values against distance:
+    the measured score c.b, the surviving decay alpha, the effective weight, and the growth of
+    c.b that Theorem 1 says is needed (dashed)."""
+    columns = min(3, len(layers))
+    rows = math.ceil(len(layers) / columns)
+    title = wrap_title(title, 0.85 * 4.2 * columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    series = {
+        "log10_cb": "|c_i . b_j|",
+        "log10_alpha_max": "alpha (most persistent channel)",
+        "log10_score": "effective weight",
+        "log10_required": "needed c.b: (1/a)^distance",
+    }
+    for axis, layer in zip(axes.flat, layers, strict=False):
+        for key, label in series.items():
+            style = "--" if key == "log10_required" else "-"
+            axis.plot(layer["distances"], layer[key], style, marker=".", label=label)
+        axis.set_title(
+            f"layer {layer['layer']} (median step decay {layer['step_decay_median']:.3f})",
+            fontsize=TITLE_SIZE,
+        )
+        axis.set_xlabel("distance i - j")
+        axis.set_ylabel("log10")
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(layers) :]:
+        axis.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=TITLE_SIZE)
+    _save(fig, path, rect=(0, 0, 1, 0.95))
