@@ -4,11 +4,14 @@ for an input that is 1 at j and 0 elsewhere; alpha equals the explicit product o
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
+import yaml
 
+from conftest import run_cli
 from reasonlab.analysis.ssm import _mixer_inputs, decay_profile
 from reasonlab.models.mamba import Mamba, MambaConfig
 from reasonlab.models.scan import selective_scan_reference
@@ -68,3 +71,46 @@ def test_a_query_before_its_source_is_refused():
     tokens = torch.tensor([[1, 2, 3, 4]])
     with pytest.raises(ValueError, match="after its source"):
         decay_profile(model, tokens, torch.tensor([[1]]), torch.tensor([[2]]))
+
+
+COPY_MAMBA = {
+    "task": {
+        "kind": "copy",
+        "vocab_size": 6,
+        "min_length": 2,
+        "max_length": 5,
+        "test_lengths": [3, 5, 7],
+        "num_train": 300,
+        "num_test": 12,
+    },
+    "model": {"kind": "mamba", "n_layers": 2, "d_model": 16, "d_state": 4},
+    "train": {"steps": 4, "batch_size": 16, "device": "cpu"},
+    "eval": {"every": 2},
+    "log": {"progress": False},
+}
+
+
+def test_analyze_decay_on_a_copy_run(tmp_path, write_yaml, capsys):
+    """The CLI trains nothing: it reads the run's last checkpoint and writes JSON + PNG with one
+    distance per probe length (plain COPY: every copied token sits n positions back)."""
+    config = write_yaml(yaml.safe_dump(COPY_MAMBA), name="copy.yaml")
+    run_dir = tmp_path / "run"
+    assert run_cli(["run", config, "--out", run_dir], capsys)[0] == 0
+    code, out, err = run_cli(["analyze", "decay", run_dir, "--rows", "5"], capsys)
+    assert code == 0, err
+    result = json.loads((run_dir / "analysis" / "decay-all-step4.json").read_text())
+    assert (run_dir / "analysis" / "decay-all-step4.png").stat().st_size > 0
+    assert [layer["distances"] for layer in result["layers"]] == [[3, 5, 7]] * 2
+    assert all(layer["pairs"] == 5 * (3 + 5 + 7) for layer in result["layers"])
+    assert "layer 1" in out
+    code, _, err = run_cli(["analyze", "decay", run_dir, "--probe", "len9"], capsys)
+    assert code == 2 and "--probe" in err and len(err.strip().splitlines()) == 1
+
+
+def test_analyze_decay_refuses_other_runs(tmp_path, write_yaml, capsys):
+    gpt = {**COPY_MAMBA, "model": {"kind": "gpt", "n_layers": 1, "d_model": 16, "n_heads": 2}}
+    config = write_yaml(yaml.safe_dump(gpt), name="gpt.yaml")
+    run_dir = tmp_path / "gpt"
+    assert run_cli(["run", config, "--out", run_dir], capsys)[0] == 0
+    code, _, err = run_cli(["analyze", "decay", run_dir], capsys)
+    assert code == 2 and "Mamba" in err and len(err.strip().splitlines()) == 1

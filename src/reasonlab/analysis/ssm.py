@@ -26,6 +26,7 @@ the probe's (row, copied token) pairs of:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +58,15 @@ def _median_by_distance(distance: Tensor, values: Tensor) -> dict[int, float]:
     return {int(k): float(values[distance == k].median()) for k in torch.unique(distance).tolist()}
 
 
+PairValues = dict[str, Tensor]  # per (row, copied token) pair, and the per-step decays
+
+
 @torch.no_grad()
-def decay_profile(
-    model: Mamba, tokens: Tensor, query: Tensor, source: Tensor
-) -> list[dict[str, Any]]:
-    """Per layer, the quantities of the module docstring by distance. tokens (N, L); query and
-    source (N, K): for each row's K copied tokens, the position that predicts the copy and the
-    position of the token copied (query > source)."""
+def pair_values(model: Mamba, tokens: Tensor, query: Tensor, source: Tensor) -> list[PairValues]:
+    """Per layer, for every (row, copied token) pair: ``distance``, ``log10_alpha_max``,
+    ``log10_cb``, ``log10_score`` (P,), and ``step_decay`` (the best channel's decay at every
+    position of every row). tokens (N, L); query and source (N, K): each row's K copied tokens'
+    predicting positions and source positions (query > source)."""
     if (query <= source).any():
         raise ValueError("every query position must come after its source position")
     model.eval()
@@ -82,31 +85,41 @@ def decay_profile(
         delta_j = delta[rows, source].reshape(-1, A.shape[0])  # (P, d)
         cb = (C_i * B_j).sum(-1)  # (P,)
         weighted = torch.einsum("pn,pdn,pn->pd", C_i, log_alpha.exp(), B_j) * delta_j
-        step_decay = (delta[..., None] * A).amax((-1, -2)).exp()  # (N, L): best channel's decay
-        a = float(step_decay.median())
-        by_distance = {
-            "log10_alpha_max": _median_by_distance(
-                distance, log_alpha.amax((1, 2)) / torch.log(torch.tensor(10.0))
-            ),
-            "log10_cb": _median_by_distance(distance, cb.abs().clamp_min(TINY).log10()),
-            "log10_score": _median_by_distance(
-                distance, weighted.abs().amax(1).clamp_min(TINY).log10()
-            ),
-        }
-        distances = sorted(by_distance["log10_cb"])
         layers.append(
             {
-                "layer": index,
-                "step_decay_median": a,
-                "distances": distances,
-                **{key: [values[k] for k in distances] for key, values in by_distance.items()},
-                "log10_required": [
-                    -k * float(torch.log10(torch.tensor(a))) if a > 0 else None for k in distances
-                ],
-                "pairs": int(distance.numel()),
+                "distance": distance,
+                "log10_alpha_max": log_alpha.amax((1, 2)) / math.log(10.0),
+                "log10_cb": cb.abs().clamp_min(TINY).log10(),
+                "log10_score": weighted.abs().amax(1).clamp_min(TINY).log10(),
+                "step_decay": (delta[..., None] * A).amax((-1, -2)).exp().reshape(-1),
             }
         )
     return layers
+
+
+def summarize(parts: list[list[PairValues]]) -> list[dict[str, Any]]:
+    """Per layer, medians by distance of the pairs of several ``pair_values`` calls (probes of
+    different lengths), and the theorem's needed growth from the median per-step decay."""
+    layers = []
+    for index in range(len(parts[0])):
+        merged = {key: torch.cat([part[index][key] for part in parts]) for key in parts[0][index]}
+        distance = merged["distance"]
+        distances = sorted(set(distance.tolist()))
+        a = float(merged["step_decay"].median())
+        entry: dict[str, Any] = {"layer": index, "step_decay_median": a, "distances": distances}
+        for key in ("log10_alpha_max", "log10_cb", "log10_score"):
+            entry[key] = [float(merged[key][distance == k].median()) for k in distances]
+        entry["log10_required"] = [-k * math.log10(a) if a > 0 else None for k in distances]
+        entry["pairs"] = int(distance.numel())
+        layers.append(entry)
+    return layers
+
+
+def decay_profile(
+    model: Mamba, tokens: Tensor, query: Tensor, source: Tensor
+) -> list[dict[str, Any]]:
+    """Per layer, the quantities of the module docstring by distance, for one set of pairs."""
+    return summarize([pair_values(model, tokens, query, source)])
 
 
 def run_decay(
@@ -118,7 +131,9 @@ def run_decay(
 ) -> dict[str, Any]:
     """The decay probe on a Mamba run trained on COPY: ``decay-PROBE-stepN.json`` and ``.png``
     in RUN_DIR/analysis for each checkpoint asked for (``last``, ``all`` or a step). ``probe``:
-    a ``len{n}`` probe (default: the longest); ``rows``: the probe's first rows taken."""
+    one ``len{n}`` probe, or None for all of them (``decay-all-stepN``; in plain COPY every
+    copied token of a length-n string sits at distance n, so the lengths give the curve);
+    ``rows``: each probe's first rows taken."""
     from reasonlab.analysis.plots import decay_panels
     from reasonlab.analysis.runs import select_steps
     from reasonlab.tasks import build_task
@@ -134,24 +149,27 @@ def run_decay(
         data = build_task(config.task)
         data_note = check_data_fingerprint(run, data.fingerprint(), allow_data_change)
         names = sorted(data.probes, key=lambda name: int(name.removeprefix("len")))
-        probe = probe or names[-1]
-        if probe not in data.probes:
+        if probe is not None and probe not in data.probes:
             raise ConfigError(f"--probe: {probe!r} is not one of {', '.join(names)}")
-        chosen = data.probes[probe]
-        take = slice(0, min(rows, len(chosen)))
-        tokens = chosen.tokens[take]
-        query = copy_positions(chosen)[take] - 1  # the position whose output is the copy
-        source = source_positions(chosen, data.vocab)[take]
+        chosen = [probe] if probe is not None else names
+        inputs = []
+        for name in chosen:
+            take = slice(0, min(rows, len(data.probes[name])))
+            tokens = data.probes[name].tokens[take]
+            query = copy_positions(data.probes[name])[take] - 1  # the position writing the copy
+            source = source_positions(data.probes[name], data.vocab)[take]
+            inputs.append((tokens, query, source))
         out_dir = run.path / "analysis"
         out_dir.mkdir(exist_ok=True)
+        label = probe or "all"
         results = []
         for step in select_steps(run, checkpoint):
             model = run.load_model(step, config)
-            layers = decay_profile(model, tokens, query, source)  # type: ignore[arg-type]
+            layers = summarize([pair_values(model, *args) for args in inputs])  # type: ignore[arg-type]
             result = {
-                "probe": probe,
+                "probes": chosen,
                 "step": step,
-                "rows": int(tokens.shape[0]),
+                "rows_per_probe": rows,
                 "layers": layers,
                 "data_note": data_note,
                 "note": "per layer, medians by distance i - j over (row, copied token) pairs "
@@ -159,12 +177,9 @@ def run_decay(
                 "channel's alpha_{j,i}, log10 of the best channel's weight, and "
                 "log10 (1/a)^(i - j), the c . b growth Theorem 1 needs",
             }
-            stem = out_dir / f"decay-{probe}-step{step}"
+            stem = out_dir / f"decay-{label}-step{step}"
             write_json(stem.with_suffix(".json"), result)
-            decay_panels(
-                layers,
-                f"{run.path.name}: decay probe, {probe}, step {step}",
-                stem.with_suffix(".png"),
-            )
+            title = f"{run.path.name}: decay probe, {label}, step {step}"
+            decay_panels(layers, title, stem.with_suffix(".png"))
             results.append(result)
-    return {"probe": probe, "checkpoints": results}
+    return {"probe": label, "checkpoints": results}

@@ -25,6 +25,7 @@ import math
 import string
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from reasonlab.config import ConfigError, DPTaskConfig
 from reasonlab.tasks.base import Probe, TaskData, as_probe
 
 PAD, SEP, EOS = "<pad>", "<sep>", "<eos>"
+SPECIALS = (PAD, SEP, EOS)
 BAR, COMMA, EQUALS = "|", ",", "="
 OPERATORS = ("+", "-", "*", "/")
 OPEN, CLOSE = "(", ")"
@@ -44,9 +46,9 @@ class Vocab:
     """``<pad> <sep> <eos>``, the problem's symbols, then the numbers "0" .. "largest"."""
 
     def __init__(self, symbols: Sequence[str], largest: int):
-        self.tokens = [PAD, SEP, EOS, *symbols, *map(str, range(largest + 1))]
+        self.tokens = [*SPECIALS, *symbols, *map(str, range(largest + 1))]
         self.ids = {token: i for i, token in enumerate(self.tokens)}
-        self.zero = 3 + len(symbols)  # the id of "0"
+        self.zero = len(SPECIALS) + len(symbols)  # the id of "0"
 
     def __getitem__(self, token: str) -> int:
         return self.ids[token]
@@ -138,7 +140,9 @@ def lis_table(values: np.ndarray) -> np.ndarray:
 
 
 class LIS(Problem):
-    """Distinct values in [0, value_range), LIS length drawn uniformly (``lis_orders``)."""
+    """The LIS length is drawn uniformly in 1..n, then a random order of n values with exactly
+    that LIS (patience sorting in reverse, ``lis_orders``), filled with n distinct values drawn
+    from [0, value_range)."""
 
     def largest_number(self, size: int) -> int:
         return max(self.cfg.value_range - 1, size)
@@ -291,6 +295,7 @@ class Arithmetic(Problem):
         self.op_ids = [ids[op] for op in OPERATORS]
         self.open, self.close = ids[OPEN], ids[CLOSE]
         add, sub, mul, div = self.op_ids
+        self.divide = div
         self.precedence = {add: 1, sub: 1, mul: 2, div: 2}
         self.apply: dict[int, Callable[[int, int], int]] = {
             add: lambda x, y: (x + y) % modulus,
@@ -341,7 +346,7 @@ class Arithmetic(Problem):
             size - 1 - left_size, splits, operators, fallbacks, leaves
         )
         fallback = self.op_ids[next(fallbacks)]
-        if op == self.op_ids[3] and right_value not in self.inverse:
+        if op == self.divide and right_value not in self.inverse:
             op = fallback
         rank = self.precedence[op]
         tokens = [
@@ -407,9 +412,10 @@ def draw_distinct(
     """``count`` inputs of this size that are not in ``seen`` nor repeated (added to seen)."""
     free = problem.space(size) - len(seen)
     if count > free:
+        left = f", {max(free, 0)} of them not used by an earlier split" if seen else ""
         raise ConfigError(
             f"{field}: asks for {count} distinct {problem.cfg.problem} inputs of size {size} but "
-            f"only {max(free, 0)} exist besides those already used"
+            f"at most {problem.space(size)} exist{left}"
         )
     picked: list[np.ndarray] = []
     for _ in range(MAX_ROUNDS):
@@ -451,7 +457,7 @@ def assemble(
     vocab = problem.vocab
     traces, answers = problem.solve(inputs, size)
     prompt_lens = np.array([len(row) + 1 for row in inputs], np.int64)
-    trace_lens = np.array([len(t) + 1 for t in traces], np.int64) if cot else 0 * prompt_lens
+    trace_lens = np.array([len(t) + 1 for t in traces], np.int64) if cot else 0
     totals = prompt_lens + trace_lens + 2
     tokens = np.full((len(inputs), int(totals.max())), vocab[PAD], np.int64)
     sep = vocab[SEP]
@@ -481,9 +487,9 @@ def to_probe(rows: Rows, pad_id: int) -> Probe:
 
 
 def notes_for(cfg: DPTaskConfig) -> list[str]:
-    problem = PROBLEMS[cfg.problem]
+    drawing = PROBLEMS[cfg.problem].__doc__ or ""
     notes = [
-        f"dp {cfg.problem} ({cfg.mode}): " + (problem.__doc__ or "").split("\n\n")[0],
+        f"dp {cfg.problem} ({cfg.mode}): {drawing}",
         "inputs are distinct across train and every probe",
     ]
     if cfg.problem == "ed":
@@ -545,7 +551,7 @@ def statistics(train: Rows, answers: np.ndarray, pad_id: int) -> dict[str, int]:
 # ----------------------------------------------------------------------------- parsing
 
 
-def parse_example(line_tokens: list[str], problem: str, mode: str) -> dict:
+def parse_example(line_tokens: list[str], problem: str, mode: str) -> dict[str, Any]:
     """Splits one example (tokens as strings, padding dropped) into input, trace and answer.
 
     input: lis / local a list of ints, ed a pair of letter lists (a, b), arithmetic the tokens.
@@ -573,7 +579,9 @@ def _split(tokens: list[str], separator: str) -> list[list[str]]:
     return parts
 
 
-def _parse_input(tokens: list[str], problem: str) -> list[int] | tuple[list[str], ...] | list[str]:
+def _parse_input(
+    tokens: list[str], problem: str
+) -> list[int] | list[str] | tuple[list[str], list[str]]:
     if problem == "ed":
         a, b = _split(tokens, BAR)
         return a, b
@@ -582,7 +590,7 @@ def _parse_input(tokens: list[str], problem: str) -> list[int] | tuple[list[str]
     return [int(t) for t in tokens]
 
 
-def _parse_trace(tokens: list[str], problem: str) -> list:
+def _parse_trace(tokens: list[str], problem: str) -> list[Any]:
     if problem == "ed":
         return [[int(t) for t in row] for row in _split(tokens, COMMA)]
     if problem == "arithmetic":
