@@ -60,7 +60,7 @@ NoiseKind = Literal["none", "tail", "bridge", "both"]
 class TwoHopTaskConfig(TaskConfig):
     """Two-hop (and k-hop) composition of random atomic facts (arXiv 2405.15071, 2502.04667)."""
 
-    kind: Literal["twohop"] = Field("twohop", description="which task")
+    kind: Literal["twohop"] = Field("twohop", description="which task: twohop, copy or dp")
     num_entities: int = Field(200, ge=2, description="entities of the knowledge graph")
     num_relations: int = Field(20, ge=1, description="relation types")
     out_degree: int = Field(10, ge=1, description="distinct relations per entity")
@@ -115,7 +115,7 @@ class CopyTaskConfig(TaskConfig):
     """COPY (Jelassi et al.): a random string, ``<sep>``, the same string, ``<eos>``; or the
     selective variant, where the string's tokens are scattered among noise tokens."""
 
-    kind: Literal["copy"] = Field("copy", description="which task")
+    kind: Literal["copy"] = Field("copy", description="which task: twohop, copy or dp")
     vocab_size: int = Field(26, ge=2, le=10_000, description="symbols the strings are drawn from")
     min_length: int = Field(1, ge=1, le=100_000, description="shortest training string")
     max_length: int = Field(20, ge=1, le=100_000, description="longest training string")
@@ -157,7 +157,7 @@ class DPTaskConfig(TaskConfig):
     """Dynamic programs (Feng et al. 2023's formats), answered directly or with the DP's trace
     as chain of thought: input ``<sep>`` trace ``<sep>`` answer (direct: input ``<sep>`` answer)."""
 
-    kind: Literal["dp"] = Field("dp", description="which task")
+    kind: Literal["dp"] = Field("dp", description="which task: twohop, copy or dp")
     problem: DPProblem = Field(
         "lis",
         description="lis (longest increasing subsequence), ed (edit distance), arithmetic "
