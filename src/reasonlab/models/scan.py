@@ -80,8 +80,9 @@ def _scan_threads_setting(text: str) -> int | None:
 SCAN_THREADS: int | None = _scan_threads_setting(os.environ.get("REASONLAB_SCAN_THREADS", ""))
 
 # The compiled scan (selective_scan_compiled): whether ``auto`` uses it on CPU (environment:
-# REASONLAB_SCAN_COMPILE=1 turns it on; off by default, because it gains only 1.2-1.3x on the
-# scan at the COPY shape while every new (batch, d_inner, N) shape costs a 10-35 s compile,
+# REASONLAB_SCAN_COMPILE=1 turns it on; off by default, because it gained only 1.2-1.3x over the
+# chunked scan at the COPY shape (before that scan's rework, which made it faster still) while
+# every new (batch, d_inner, N) shape costs a 10-35 s compile,
 # and evaluation batches add shapes), for inputs of at least COMPILE_MIN_ELEMENTS elements of
 # batch x d_inner x N x L (below that the eager scan takes milliseconds, less than a compile)
 # and at most COMPILE_MAX_LENGTH steps (at L = 1024 the chunked scan measured faster, with less
