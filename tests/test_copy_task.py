@@ -252,7 +252,6 @@ def test_both_sampling_paths_train_on_every_string_the_probe_leaves(monkeypatch,
         ({"test_lengths": [2], "num_test": 4}, "task.num_test: the len2 probe takes all 4"),
         ({"num_train": 10_000_000, "max_length": 100, "num_test": 1}, "task.num_train:"),
         ({"test_lengths": [100_000], "num_test": 10_000}, "task.num_test:"),
-        ({"seed": -1}, "task.seed:"),
     ],
 )
 def test_impossible_configs_raise_config_error(changes, message):

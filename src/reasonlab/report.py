@@ -206,6 +206,18 @@ def khop_section(probes: list[str], runs: dict[str, dict[str, Any]]) -> list[str
     return parts
 
 
+PAPER_HEADERS = {"setting": "setting", "id": "ID", "ood": "OOD"}
+
+
+def _paper_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The columns of a study's paper table: setting, id, ood (the two-hop studies), or every
+    key its rows use, in order of first use."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    return columns or ["setting", "id", "ood"]
+
+
 def _positions(model: dict[str, Any]) -> str:
     """A run's position encoding (a Mamba has none: order comes from the recurrence)."""
     return model.get("positions", f"none ({model.get('kind')})")
@@ -306,7 +318,8 @@ def write_study_report(
 
     notes = sorted({note for run in result["runs"].values() for note in run.get("notes", [])})
     paper = spec.paper or {}
-    paper_rows = [[r.get("setting"), r.get("id"), r.get("ood")] for r in paper.get("rows", [])]
+    paper_columns = _paper_columns(paper.get("rows", []))
+    paper_rows = [[r.get(column) for column in paper_columns] for r in paper.get("rows", [])]
     configs = {variant_of(n): run["config"] for n, run in result["runs"].items()}
     device = next(iter(result["runs"].values())).get("device", "?")
 
@@ -347,7 +360,7 @@ def write_study_report(
         parts += [
             "<h2>The paper's numbers</h2>",
             f"<p>{html.escape(paper.get('source', ''))}. Paper scale, not this preset's.</p>",
-            table(["setting", "ID", "OOD"], paper_rows),
+            table([PAPER_HEADERS.get(c, c) for c in paper_columns], paper_rows),
         ]
     if paper.get("circuit"):
         items = "".join(f"<li>{html.escape(line)}</li>" for line in paper["circuit"])
