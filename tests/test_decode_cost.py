@@ -96,7 +96,6 @@ def test_presets_pair_a_gpt_and_a_mamba_that_reach_every_length():
 TINY_STUDY = [
     "model.n_layers=1",
     "model.d_model=16",
-    "model.n_heads=2",
     "model.max_seq_len=40",
     "task.num_train=64",
     "task.num_test=8",

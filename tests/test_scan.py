@@ -558,7 +558,7 @@ def test_chunked_scan_runs_on_one_intra_op_thread_and_restores_torch_setting(mon
 def test_row_threads_give_the_results_of_one_thread(monkeypatch, threads):
     """Rows split over threads (more threads than rows included) give the outputs and gradients
     of one thread up to float rounding (smaller parts get longer chunks, and dLoss/dA sums the
-    parts in another order), with the rows' threads really running the parts."""
+    parts in another order), with pool threads really running parts beside the caller."""
     inputs = make_inputs(batch=4, length=11, dtype=torch.float32)
     spec = {"tensors": NAMES, "flags": {"delta_softplus": True, "return_last_state": True}}
     monkeypatch.setattr(scan, "SCAN_THREADS", 1)
@@ -573,7 +573,7 @@ def test_row_threads_give_the_results_of_one_thread(monkeypatch, threads):
     monkeypatch.setattr(scan, "_forward_rows", spy)
     monkeypatch.setattr(scan, "SCAN_THREADS", threads)
     actual = outputs_and_grads(selective_scan_chunked, inputs, spec)
-    assert len(seen) == min(threads, 4)
+    assert len(seen) >= 2  # the caller and a pool thread (which may take several parts)
     assert relative_error(actual[0], expected[0]) < 1e-6
     assert relative_error(actual[1], expected[1]) < 1e-6
     for name in NAMES:

@@ -24,6 +24,14 @@ def _length(probe: str) -> int:
     return int(probe.removeprefix("len"))
 
 
+def _own_probe(task: dict[str, Any]) -> str:
+    """The probe at a run's own maximum length: the longest test length within it (else the
+    shortest test length)."""
+    lengths = sorted(task["test_lengths"])
+    within = [n for n in lengths if n <= task["max_length"]]
+    return f"len{within[-1] if within else lengths[0]}"
+
+
 def _by_variant(result: dict[str, Any]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     grouped: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for name, run in result["runs"].items():
@@ -156,7 +164,7 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
         probes = sorted((k for k in first["final"] if "." not in k), key=_length)
         curves[variant] = {_length(p): [r["final"].get(p) or 0.0 for _, r in runs] for p in probes}
         finals[variant] = {p: _mean([r["final"].get(p) for _, r in runs]) for p in probes}
-        own = own_probe[variant] = f"len{config['task']['max_length']}"
+        own = own_probe[variant] = _own_probe(config["task"])
         steps = [r["steps_to_threshold"].get(own) for _, r in runs]
         reached[variant] = (
             int(np.mean([s for s in steps if s is not None]))
@@ -179,9 +187,7 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
         name, run = runs[0]
         config = run["config"]
         run_dir = out / "runs" / name
-        positions[variant] = _position_accuracy(
-            run_dir, config, f"len{config['task']['max_length']}"
-        )
+        positions[variant] = _position_accuracy(run_dir, config, own_probe[variant])
         if config["model"]["kind"] == "mamba":
             decay[variant] = run_decay(run_dir)["checkpoints"][-1]
     claims = _claims(finals, reached, own_probe)

@@ -30,7 +30,7 @@ LENGTHS = {
     "paper": [256, 512, 1024, 2048, 4096, 8192, 16384],
 }
 NEW_TOKENS = 16
-REPEATS = 3
+REPEATS = 5
 LABELS = {"gpt": "GPT", "mamba": "Mamba"}
 COLOURS = {"gpt": "tab:blue", "mamba": "tab:orange"}
 
@@ -127,6 +127,9 @@ def _plot(families: dict[str, dict[str, Any]], title: str, path: Path) -> None:
     """Three log-log panels against the context length, one line per family."""
     fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.8))
     panels = [("ms_per_token", "ms per decoded token"), ("state_bytes", "decoding state (bytes)")]
+    panel_titles = ["time per decoded token", "decoding state after the prompt", "GPT / Mamba"]
+    for axis, panel_title in zip(axes, panel_titles, strict=True):
+        axis.set_title(panel_title, fontsize=TITLE_SIZE)
     for axis, (key, ylabel) in zip(axes, panels, strict=False):
         for family, entry in families.items():
             lengths = [r["length"] for r in entry["rows"]]
@@ -143,7 +146,7 @@ def _plot(families: dict[str, dict[str, Any]], title: str, path: Path) -> None:
     ratio.set_ylabel("GPT / Mamba", fontsize=8)
     for axis in axes:
         axis.set_xlabel("context length (tokens)", fontsize=8)
-        axis.tick_params(labelsize=7)
+        axis.tick_params(which="both", labelsize=7)
         axis.grid(alpha=0.3, which="both")
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7)
