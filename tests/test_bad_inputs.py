@@ -127,6 +127,23 @@ def override_case(name: str, field_name: str, *overrides: str) -> None:
     CASES[name] = build
 
 
+def task_case(name: str, field_name: str, task: dict[str, Any], **sections: Any) -> None:
+    """``run CONFIG`` where CONFIG is the tiny config with its task section replaced by ``task``
+    (another kind of task) and ``sections`` changed."""
+
+    def build(ctx: Context) -> Case:
+        data = json.loads(json.dumps(TINY_RUN))
+        data["task"] = task
+        for section, values in sections.items():
+            data.setdefault(section, {}).update(values)
+        out = ctx.tmp / "new-run"
+        return Case(
+            ["run", ctx.file(yaml.safe_dump(data)), "--out", out], [field_name], absent=[out]
+        )
+
+    CASES[name] = build
+
+
 # ----------------------------------------------------------------------------- config files
 
 
@@ -175,6 +192,26 @@ override_case("mamba_dt_rank_text", "model.dt_rank", "model.kind=mamba", "model.
 override_case("mamba_dt_rank_zero", "model.dt_rank", "model.kind=mamba", "model.dt_rank=0")
 override_case("mamba_dt_rank_fraction", "model.dt_rank", "model.kind=mamba", "model.dt_rank=2.5")
 override_case("mamba_dt_rank_bool", "model.dt_rank", "model.kind=mamba", "model.dt_rank=true")
+
+# COPY and dynamic programs: settings that cannot be satisfied end before any work starts.
+DP = {"kind": "dp", "num_train": 50, "num_test": 5}
+COPY = {"kind": "copy", "vocab_size": 8, "max_length": 6, "num_train": 50, "num_test": 5}
+task_case("dp_locality_longer_than_the_sequence", "task.locality",
+          {**DP, "problem": "local", "length": 4, "locality": 4})  # fmt: skip
+task_case("dp_lis_values_cannot_hold_the_length", "task.value_range",
+          {**DP, "problem": "lis", "length": 10, "value_range": 5})  # fmt: skip
+task_case("dp_unknown_problem", "task.problem", {**DP, "problem": "knapsack"})
+task_case("dp_unknown_mode", "task.mode", {**DP, "mode": "scratchpad"})
+task_case("dp_more_examples_than_exist", "task.num_train",
+          {**DP, "problem": "lis", "length": 2, "value_range": 2, "num_train": 1000})  # fmt: skip
+task_case("dp_test_length_zero", "task.test_lengths", {**DP, "test_lengths": [0]})
+task_case("copy_test_length_the_model_cannot_fit", "model.max_seq_len",
+          {**COPY, "test_lengths": [4, 30]}, model={"max_seq_len": 40})  # fmt: skip
+task_case("copy_min_length_above_max_length", "task.min_length",
+          {**COPY, "min_length": 9, "max_length": 3})  # fmt: skip
+task_case("copy_selective_without_noise", "task.noise_tokens", {**COPY, "variant": "selective"})
+task_case("copy_fewer_strings_than_asked", "task.num_test",
+          {**COPY, "vocab_size": 2, "test_lengths": [3], "num_test": 9})  # fmt: skip
 config_case("steps_not_a_number", "train.steps", train={"steps": "many"})
 config_case("width_is_a_list", "model.d_model", model={"d_model": [32]})
 config_case("progress_not_a_bool", "log.progress", log={"progress": "maybe"})
