@@ -30,6 +30,17 @@ def wrap_title(title: str, width_in: float, fontsize: float = TITLE_SIZE) -> str
     return "\n".join(textwrap.fill(line, chars) for line in title.split("\n"))
 
 
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes (laid out tight), for embedding in a report; closes it."""
+    import io
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def _save(fig, path: Path, rect: tuple[float, float, float, float] | None = None) -> None:
     fig.tight_layout(rect=rect)
     with atomic_path(path) as tmp:

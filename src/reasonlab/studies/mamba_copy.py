@@ -8,7 +8,6 @@ Variant names follow ``FAMILY[-detail]-L{max_length}`` (mamba-copy.yaml); runs `
 from __future__ import annotations
 
 import html
-import io
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,8 @@ def _mean(values: list[float | None]) -> float | None:
 def _plot_lengths(curves: dict[str, dict[int, list[float]]]) -> bytes:
     import matplotlib.pyplot as plt
 
+    from reasonlab.analysis.plots import png_bytes
+
     fig, axis = plt.subplots(figsize=(6.2, 3.8))
     for variant, by_length in curves.items():
         lengths = sorted(by_length)
@@ -63,11 +64,7 @@ def _plot_lengths(curves: dict[str, dict[int, list[float]]]) -> bytes:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, ncol=2)
     axis.set_title("COPY accuracy against length (mean over seeds, band: min to max)", fontsize=9)
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 def _position_accuracy(run_dir: Path, config: dict[str, Any], probe: str) -> list[float]:

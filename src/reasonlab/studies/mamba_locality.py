@@ -9,7 +9,6 @@ Variant names are ``m{m}-d{d_state}`` and ``lis-d{d_state}`` (mamba-locality.yam
 from __future__ import annotations
 
 import html
-import io
 import itertools
 from collections import defaultdict
 from pathlib import Path
@@ -22,6 +21,8 @@ from reasonlab.report import figure, table, variant_of
 
 def _plot(curves: dict[str, dict[int, float]], threshold: float) -> bytes:
     import matplotlib.pyplot as plt
+
+    from reasonlab.analysis.plots import png_bytes
 
     fig, axis = plt.subplots(figsize=(6.0, 3.6))
     for label, by_state in curves.items():
@@ -36,11 +37,7 @@ def _plot(curves: dict[str, dict[int, float]], threshold: float) -> bytes:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     axis.set_title("accuracy against state size: m-local DPs and LIS", fontsize=9)
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 def _smallest(by_state: dict[int, float], threshold: float) -> int | None:
