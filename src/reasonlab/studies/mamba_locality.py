@@ -54,9 +54,12 @@ def _claim(smallest: dict[str, int | None], largest_state: int) -> str:
     lis = smallest.get("lis")
     lis_number = largest_state * 2 if lis is None else lis
     lis_most = all(lis_number >= s for s in as_numbers)
-    verdict = (
-        "reproduces" if grows and lis_most and len(set(as_numbers)) > 1 else "does not reproduce"
-    )
+    if all(s is None for s in ordered):
+        verdict = "undecided (no local DP reached the threshold at any state size tried)"
+    elif grows and lis_most and len(set(as_numbers)) > 1:
+        verdict = "reproduces"
+    else:
+        verdict = "does not reproduce"
     text = ", ".join(
         f"{k} {v if v is not None else f'> {largest_state}'}" for k, v in smallest.items()
     )
