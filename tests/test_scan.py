@@ -13,6 +13,7 @@ import itertools
 import os
 import sys
 import threading
+import time
 
 import pytest
 import torch
@@ -702,3 +703,24 @@ def test_scan_benchmark_reports_every_method_and_length():
 )
 def test_scan_threads_come_from_the_environment(text, threads):
     assert scan._scan_threads_setting(text) == threads
+
+
+def test_an_error_on_the_caller_waits_for_the_row_threads(monkeypatch):
+    """When the caller's own part fails, the call returns (raises) only after the other parts have
+    stopped: none is left writing into buffers after the scan has failed."""
+    monkeypatch.setattr(scan, "SCAN_THREADS", 2)
+    inputs = {k: v.detach() for k, v in make_inputs(batch=2, length=5).items()}
+    finished: list[bool] = []
+    forward_rows = scan._forward_rows
+
+    def slow_pool_part_failing_caller(*args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            raise RuntimeError("caller's part failed")
+        time.sleep(0.3)
+        forward_rows(*args, **kwargs)
+        finished.append(True)
+
+    monkeypatch.setattr(scan, "_forward_rows", slow_pool_part_failing_caller)
+    with pytest.raises(RuntimeError, match="caller's part failed"):
+        selective_scan_chunked(*(inputs[k] for k in NAMES))
+    assert finished == [True]
