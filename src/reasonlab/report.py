@@ -121,6 +121,12 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def mean_present(values: list[float | None]) -> float | None:
+    """The mean of the values that exist (runs without one left out), or None if none does."""
+    present = [float(v) for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
 def spread(values: list[float | None], digits: int = 3, counted: str = "with a value") -> str:
     """'mean ± std (min–max)' over the values that exist, and how many exist when some don't;
     one value is shown alone, none as '–'."""

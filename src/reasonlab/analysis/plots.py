@@ -41,7 +41,8 @@ def png_bytes(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _save(fig, path: Path, rect: tuple[float, float, float, float] | None = None) -> None:
+def save_png(fig, path: Path, rect: tuple[float, float, float, float] | None = None) -> None:
+    """Writes the figure (laid out tight within ``rect``) to ``path`` whole or not at all."""
     fig.tight_layout(rect=rect)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -85,7 +86,7 @@ def heatmap(
         axis.axvline(read_position + 0.5, color="red", lw=0.8, ls=":")
     axis.set_title(title, fontsize=TITLE_SIZE)
     fig.colorbar(image, ax=axis, fraction=0.05)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def lines(series: dict[str, list[float]], xticks: list[str], title: str, path: Path) -> None:
@@ -101,7 +102,7 @@ def lines(series: dict[str, list[float]], xticks: list[str], title: str, path: P
     axis.set_title(title, fontsize=TITLE_SIZE)
     axis.legend(fontsize=7, ncol=2)
     axis.grid(alpha=0.3)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def trace_over_training(
@@ -145,7 +146,7 @@ def trace_over_training(
     fig.suptitle(title, fontsize=TITLE_SIZE)
     bottom = 0.5 / fig.get_size_inches()[1]  # room for the legend
     top = 1 - 0.2 * lines_of_title / fig.get_size_inches()[1]
-    _save(fig, path, rect=(0, bottom, 1, top))
+    save_png(fig, path, rect=(0, bottom, 1, top))
 
 
 def decay_panels(layers: list[dict], title: str, path: Path) -> None:
@@ -177,4 +178,4 @@ def decay_panels(layers: list[dict], title: str, path: Path) -> None:
         axis.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=TITLE_SIZE)
-    _save(fig, path, rect=(0, 0, 1, 0.95))
+    save_png(fig, path, rect=(0, 0, 1, 0.95))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reasonlab.report import figure, spread, table, variant_of
+from reasonlab.report import figure, mean_present, spread, table, variant_of
 from reasonlab.runs import RunDir
 
 
@@ -36,11 +36,6 @@ def _by_variant(result: dict[str, Any]) -> dict[str, list[tuple[str, dict[str, A
     for name, run in result["runs"].items():
         grouped[variant_of(name)].append((name, run))
     return grouped
-
-
-def _mean(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return float(np.mean(present)) if present else None
 
 
 def _plot_lengths(curves: dict[str, dict[int, list[float]]]) -> bytes:
@@ -160,7 +155,7 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
         config = first["config"]
         probes = sorted((k for k in first["final"] if "." not in k), key=_length)
         curves[variant] = {_length(p): [r["final"].get(p) or 0.0 for _, r in runs] for p in probes}
-        finals[variant] = {p: _mean([r["final"].get(p) for _, r in runs]) for p in probes}
+        finals[variant] = {p: mean_present([r["final"].get(p) for _, r in runs]) for p in probes}
         own = own_probe[variant] = _own_probe(config["task"])
         steps = [r["steps_to_threshold"].get(own) for _, r in runs]
         reached[variant] = (

@@ -16,7 +16,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from reasonlab.analysis.plots import TITLE_SIZE, _save, wrap_title
+from reasonlab.analysis.plots import TITLE_SIZE, save_png, wrap_title
 from reasonlab.config import RunConfig
 from reasonlab.decode_cost import decode_cost, fit_slope
 from reasonlab.io import write_json
@@ -151,7 +151,7 @@ def _plot(families: dict[str, dict[str, Any]], title: str, path: Path) -> None:
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7)
     fig.suptitle(wrap_title(title, 12.0), fontsize=TITLE_SIZE)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _cost_table(families: dict[str, dict[str, Any]]) -> str:

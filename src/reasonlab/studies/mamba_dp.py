@@ -13,9 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from reasonlab.report import spread, table, variant_of
+from reasonlab.report import mean_present, spread, table, variant_of
 
 METRICS = {
     "test": "exact match (greedy)",
@@ -23,11 +21,6 @@ METRICS = {
     "test.answer_given_true_trace": "answer given the true trace",
     "test.token_accuracy_teacher_forced": "tokens, teacher-forced",
 }
-
-
-def _mean(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return float(np.mean(present)) if present else None
 
 
 def _gpt_advantage(problem: str, cot: float | None, direct: float | None) -> str:
@@ -60,7 +53,7 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
     rows = []
     for variant, runs in runs_by_variant.items():
         family, problem, mode = variant.split("-")
-        metrics = {key: _mean([r["final"].get(key) for r in runs]) for key in METRICS}
+        metrics = {key: mean_present([r["final"].get(key) for r in runs]) for key in METRICS}
         means.setdefault(problem, {}).setdefault(family, {})[mode] = metrics
         task = runs[0]["config"]["task"]
         rows.append(
