@@ -160,10 +160,10 @@ def test_trace_checkpoint_all_prints_every_step_and_plots_over_training(run, cap
 def test_heatmap_titles_fit_inside_the_figure(tmp_path, monkeypatch, columns):
     """A long title on a narrow heatmap is wrapped, not clipped at the figure's edge."""
     boxes = []  # (title extent, figure width, figure height) of every figure saved
-    save = plots._save
+    save = plots.save_png
 
     def measure_then_save(fig, path, rect=None):
-        fig.tight_layout(rect=rect)  # as _save does before writing
+        fig.tight_layout(rect=rect)  # as save_png does before writing
         fig.canvas.draw()
         width, height = fig.canvas.get_width_height()
         for axis in fig.axes:
@@ -171,7 +171,7 @@ def test_heatmap_titles_fit_inside_the_figure(tmp_path, monkeypatch, columns):
                 boxes.append((axis.title.get_window_extent(), width, height))
         save(fig, path, rect)
 
-    monkeypatch.setattr(plots, "_save", measure_then_save)
+    monkeypatch.setattr(plots, "save_png", measure_then_save)
     title = (
         "patch resid from counterfactual bridge: clean tail still top-1 "
         "(test_inferred_3hop_ood, step 12000, 300 queries)"
