@@ -177,3 +177,26 @@ def test_every_study_expands_and_its_cpu_data_builds(name):
         # each chain is noisy with probability xi: within 4 binomial standard errors (the data
         # are seeded, so this is exact for these configs, and 0 noise means no noisy chain)
         assert abs(noisy - xi) <= 4 * math.sqrt(xi * (1 - xi) / n)
+
+
+def test_parallel_jobs_train_the_same_runs_as_one_job(tmp_path):
+    """--jobs 2 trains each run in a spawned process of its own; the summary keeps the study's
+    order and the runs' results match a sequential study's (one thread each, for equal sums)."""
+    import os
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # as each of the two workers
+    try:
+        one = run_study("cot-twohop", seeds=1, out=tmp_path / "one", overrides=STUDY_TINY)
+    finally:
+        torch.set_num_threads(threads)
+    two = run_study("cot-twohop", seeds=1, out=tmp_path / "two", overrides=STUDY_TINY, jobs=2)
+    order = list(study_configs(STUDIES["cot-twohop"], "cpu", 1))
+    assert list(two["runs"]) == list(one["runs"]) == order
+    for name, run in one["runs"].items():
+        assert two["runs"][name]["status"] == "completed"
+        assert two["runs"][name]["final"] == run["final"]
+    with pytest.raises(ConfigError, match="--jobs"):
+        run_study("cot-twohop", out=tmp_path / "three", overrides=STUDY_TINY, jobs=0)

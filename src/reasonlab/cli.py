@@ -162,6 +162,9 @@ def study(
     reuse: Path | None = typer.Option(
         None, "--reuse", help="Copy completed runs with identical configs from this study folder."
     ),
+    jobs: int = typer.Option(
+        1, "--jobs", min=1, help="Runs trained at once, each in its own process (e.g. on a GPU)."
+    ),
 ) -> None:
     """Run a ready study (a set of runs) and write summary.json and report.html."""
     from reasonlab.studies import STUDIES, run_study
@@ -176,7 +179,9 @@ def study(
     out = out or Path("runs") / f"{name}-{preset}"
     if reuse is not None and not reuse.is_dir():
         raise ConfigError(f"--reuse: {reuse} is not a folder")
-    result = run_study(name, preset=preset, seeds=seeds, out=out, overrides=set_, reuse=reuse)
+    result = run_study(
+        name, preset=preset, seeds=seeds, out=out, overrides=set_, reuse=reuse, jobs=jobs
+    )
     typer.echo(f"{out}: {len(result['runs'])} runs; report {out / 'report.html'}")
 
 

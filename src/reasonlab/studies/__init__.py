@@ -1,7 +1,8 @@
 """Ready studies: a YAML file each (variants x presets, the paper's numbers) and one runner.
 
 A study expands to one RunConfig per (variant, seed); runs go to ``OUT/runs/NAME`` and are trained
-one after the other. A run that already completed with the same config is reused, one that stopped
+one after the other (or ``jobs`` at a time, each in a process of its own: many small runs share a
+GPU well). A run that already completed with the same config is reused, one that stopped
 is resumed, and a folder holding a different run is refused; so re-running a study after an
 interruption continues where it stopped, saying for each run "training", "skipped (completed)"
 or "resuming at step N". ``OUT/summary.json`` (study, preset, seeds, overrides, status, wall_s,
@@ -12,8 +13,11 @@ from __future__ import annotations
 
 import copy
 import importlib
+import multiprocessing
+import os
 import shutil
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,10 +165,15 @@ def run_study(
     out: str | Path = "runs/study",
     overrides: list[str] | None = None,
     reuse: str | Path | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Trains (or skips, or resumes) every run of a study, then its analysis and its report.
     Running it again continues where it stopped: completed runs are skipped, stopped ones
-    resumed. The study folder is locked while this runs."""
+    resumed. The study folder is locked while this runs. ``jobs`` > 1 trains that many runs at
+    once, each in a fresh (spawned) process with its share of the CPU threads; the summary still
+    lists the runs in the study's order."""
+    if jobs < 1:
+        raise ConfigError("--jobs: must be at least 1")
     if name not in STUDIES:
         raise ConfigError(f"NAME: unknown study {name!r} (known: {', '.join(STUDIES)})")
     spec = STUDIES[name]
@@ -174,7 +183,47 @@ def run_study(
     make_dir(out / "runs")
     with hold_lock(out, "study folder"):
         plan = {run_name: _plan(c, out / "runs" / run_name) for run_name, c in configs.items()}
-        return _run_planned(spec, preset, seeds, out, overrides, reuse, configs, plan, previous)
+        runner = _Runner(jobs)
+        try:
+            return _run_planned(
+                spec, preset, seeds, out, overrides, reuse, configs, plan, previous, runner
+            )
+        finally:
+            runner.close()
+
+
+def _worker_threads(threads: int) -> None:
+    """Initializer of a worker process: its share of the CPU threads (not all of them each)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+class _Runner:
+    """Trains runs in this process (jobs = 1) or in a pool of spawned processes; spawned, not
+    forked, so that a worker can start CUDA and its own thread pools."""
+
+    def __init__(self, jobs: int) -> None:
+        self.pool: ProcessPoolExecutor | None = None
+        if jobs > 1:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            self.pool = ProcessPoolExecutor(
+                jobs,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_threads,
+                initargs=(threads,),
+            )
+
+    def submit(self, config: RunConfig, run_dir: Path) -> Future[dict[str, Any]]:
+        if self.pool is not None:
+            return self.pool.submit(_train_or_reuse, config, run_dir)
+        done: Future[dict[str, Any]] = Future()
+        done.set_result(_train_or_reuse(config, run_dir))
+        return done
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_planned(
@@ -187,6 +236,7 @@ def _run_planned(
     configs: dict[str, RunConfig],
     plan: dict[str, str],
     previous: dict[str, Any],
+    runner: _Runner,
 ) -> dict[str, Any]:
     from reasonlab.report import write_study_report
 
@@ -210,6 +260,16 @@ def _run_planned(
     save("running")  # marks the folder as this study's before any run can fail
     status, sections = "failed", []
     try:
+        # With one job, submit trains at once: each run's line comes just before its training,
+        # and each run is in summary.json as soon as it finished.
+        pending: dict[str, Future[dict[str, Any]]] = {}
+
+        def record(run_name: str) -> None:
+            summary = pending[run_name].result()
+            config = configs[run_name].model_dump(mode="json")
+            result["runs"][run_name] = {**summary, "config": config}
+            save("running")
+
         for run_name, config in configs.items():
             run_dir = out / "runs" / run_name
             action = plan[run_name]
@@ -220,9 +280,12 @@ def _run_planned(
             ):
                 action = f"reused from {reuse}"
             print(f"[{spec.name}] {run_name}: {action}", flush=True)
-            summary = _train_or_reuse(config, run_dir)
-            result["runs"][run_name] = {**summary, "config": config.model_dump(mode="json")}
-            save("running")
+            pending[run_name] = runner.submit(config, run_dir)
+            if runner.pool is None:
+                record(run_name)
+        for run_name in configs:
+            if run_name not in result["runs"]:
+                record(run_name)
         if spec.analysis is not None:
             module = importlib.import_module(f"reasonlab.studies.{spec.analysis}")
             result["analysis"], sections = module.analyze(out, result)
