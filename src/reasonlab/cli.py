@@ -9,7 +9,6 @@ Exit codes: 0 success, 2 bad input (one line naming the field or file, no traceb
 from __future__ import annotations
 
 import shlex
-import signal
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import typer
 from typer.main import get_command
 
 from reasonlab.config import ConfigError, load_config
+from reasonlab.io import interrupt_on_sigterm
 
 app = typer.Typer(
     add_completion=False,
@@ -63,13 +63,6 @@ def _options(
     pass
 
 
-def _interrupt_on_sigterm() -> None:
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 @app.command()
 def run(
     config: Path | None = typer.Argument(
@@ -94,7 +87,7 @@ def run(
     from reasonlab.runs import RunDir, folder_name
     from reasonlab.train import extend_config, train
 
-    _interrupt_on_sigterm()
+    interrupt_on_sigterm()
     if resume is not None:
         if config is not None or out is not None:
             raise ConfigError("--resume: takes only the run folder (no CONFIG or --out)")
@@ -169,7 +162,7 @@ def study(
     """Run a ready study (a set of runs) and write summary.json and report.html."""
     from reasonlab.studies import STUDIES, run_study
 
-    _interrupt_on_sigterm()
+    interrupt_on_sigterm()
     if list_:
         for study_name, spec in STUDIES.items():
             typer.echo(f"{study_name}: {spec.description} (presets: {', '.join(spec.presets)})")

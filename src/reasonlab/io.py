@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,3 +62,13 @@ def read_json(path: Path, missing: str = "missing") -> Any:
         raise ConfigError(f"{path}: not valid JSON") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler's stop, ``timeout``, ``kill``) ends a run as Ctrl-C does: saved as
+    interrupted and resumable, never left half-written."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)

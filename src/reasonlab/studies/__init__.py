@@ -16,6 +16,7 @@ import importlib
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from reasonlab.config import (
     read_yaml,
     set_key,
 )
-from reasonlab.io import make_dir, read_json, write_json
+from reasonlab.io import interrupt_on_sigterm, make_dir, read_json, write_json
 from reasonlab.runs import RunDir, hold_lock
 
 STUDY_DIR = Path(__file__).parent
@@ -185,18 +186,32 @@ def run_study(
         plan = {run_name: _plan(c, out / "runs" / run_name) for run_name, c in configs.items()}
         runner = _Runner(jobs)
         try:
-            return _run_planned(
+            result = _run_planned(
                 spec, preset, seeds, out, overrides, reuse, configs, plan, previous, runner
             )
-        finally:
-            runner.close()
+        except BaseException:
+            runner.close(stop_workers=True)
+            raise
+        runner.close()
+        return result
 
 
-def _worker_threads(threads: int) -> None:
-    """Initializer of a worker process: its share of the CPU threads (not all of them each)."""
+def _start_worker(threads: int) -> None:
+    """Initializer of a worker process: its share of the CPU threads (not all of them each), and
+    SIGTERM stops its run as Ctrl-C would (the run is saved as interrupted, resumable)."""
     import torch
 
     torch.set_num_threads(threads)
+    interrupt_on_sigterm()
+
+
+def _train_in_worker(config: RunConfig, run_dir: Path) -> dict[str, Any]:
+    try:
+        return _train_or_reuse(config, run_dir)
+    except KeyboardInterrupt:
+        # The run is saved as interrupted; the worker must not go on to a run already queued.
+        sys.stdout.flush()
+        os._exit(130)
 
 
 class _Runner:
@@ -210,20 +225,26 @@ class _Runner:
             self.pool = ProcessPoolExecutor(
                 jobs,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_threads,
+                initializer=_start_worker,
                 initargs=(threads,),
             )
 
     def submit(self, config: RunConfig, run_dir: Path) -> Future[dict[str, Any]]:
         if self.pool is not None:
-            return self.pool.submit(_train_or_reuse, config, run_dir)
+            return self.pool.submit(_train_in_worker, config, run_dir)
         done: Future[dict[str, Any]] = Future()
         done.set_result(_train_or_reuse(config, run_dir))
         return done
 
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, stop_workers: bool = False) -> None:
+        """Waits for the workers, or (after an error or a SIGTERM, which reaches this process
+        only) ends them: their runs stay resumable from their last checkpoint."""
+        if self.pool is None:
+            return
+        if stop_workers:
+            for process in list(self.pool._processes.values()):  # no public way to end them
+                process.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_planned(
