@@ -200,3 +200,43 @@ def test_parallel_jobs_train_the_same_runs_as_one_job(tmp_path):
         assert two["runs"][name]["final"] == run["final"]
     with pytest.raises(ConfigError, match="--jobs"):
         run_study("cot-twohop", out=tmp_path / "three", overrides=STUDY_TINY, jobs=0)
+
+
+def test_sigterm_to_a_parallel_study_leaves_every_run_resumable(tmp_path):
+    """SIGTERM to the study's process (as `timeout --foreground` or a scheduler sends it) while
+    two workers train: the study and both runs in flight end as 'interrupted', no queued run
+    starts, and the command exits."""
+    import signal
+    import time
+
+    out = tmp_path / "study"
+    command = [
+        sys.executable,
+        "-m",
+        "reasonlab",
+        "study",
+        "cot-twohop",
+        "--jobs",
+        "2",
+        "--out",
+        str(out),
+        *(f"--set={item}" for item in [*STUDY_TINY, "train.steps=100000", "eval.every=50"]),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    runs = out / "runs"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # until both workers have logged an evaluation past step 0
+        logs = sorted(runs.glob("*/metrics.jsonl")) if runs.exists() else []
+        if len(logs) == 2 and all(len(log.read_text().splitlines()) >= 2 for log in logs):
+            break
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        time.sleep(0.5)
+    else:
+        pytest.fail("the workers did not start training")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) != 0
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+    started = sorted(p.name for p in runs.iterdir())
+    assert len(started) == 2  # the third run never started
+    for name in started:
+        assert json.loads((runs / name / "summary.json").read_text())["status"] == "interrupted"

@@ -23,14 +23,23 @@ METRICS = {
 }
 
 
-def _gpt_advantage(problem: str, cot: float | None, direct: float | None) -> str:
-    if cot is None or direct is None:
+def _advantage_holds(cot: float, direct: float) -> bool:
+    return cot >= 0.95 and cot - direct >= 0.20
+
+
+def _gpt_advantage(problem: str, cot: dict[str, float], direct: dict[str, float]) -> str:
+    """The rule on the seeds' means, and how many seeds (cot-sN against direct-sN) meet it."""
+    if not cot or not direct:
         return f"{problem}: undecided (a run is missing)"
-    holds = cot >= 0.95 and cot - direct >= 0.20
-    verdict = "holds" if holds else "does not hold"
+    mean_cot, mean_direct = mean_present(list(cot.values())), mean_present(list(direct.values()))
+    assert mean_cot is not None and mean_direct is not None
+    verdict = "holds" if _advantage_holds(mean_cot, mean_direct) else "does not hold"
+    paired = sorted(set(cot) & set(direct))
+    met = sum(_advantage_holds(cot[seed], direct[seed]) for seed in paired)
     return (
         f"{problem}: the GPT's CoT advantage (CoT >= 0.95, direct >= 20 points lower) {verdict} "
-        f"- CoT {cot:.3f}, direct {direct:.3f}."
+        f"on the means - CoT {mean_cot:.3f}, direct {mean_direct:.3f}; it holds in {met} of "
+        f"{len(paired)} seeds."
     )
 
 
@@ -47,8 +56,11 @@ def _gain_claim(problem: str, gains: dict[str, float | None]) -> str:
 
 def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     runs_by_variant: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_seed: dict[str, dict[str, float]] = defaultdict(dict)  # variant -> seed -> exact match
     for name, run in result["runs"].items():
         runs_by_variant[variant_of(name)].append(run)
+        if run["final"].get("test") is not None:
+            by_seed[variant_of(name)][name.rpartition("-s")[2]] = run["final"]["test"]
     means: dict[str, dict[str, dict[str, dict[str, float | None]]]] = {}
     rows = []
     for variant, runs in runs_by_variant.items():
@@ -78,11 +90,8 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
             )
             for family, modes in by_family.items()
         }
-        gpt = by_family.get("gpt", {})
         advantage.append(
-            _gpt_advantage(
-                problem, gpt.get("cot", {}).get("test"), gpt.get("direct", {}).get("test")
-            )
+            _gpt_advantage(problem, by_seed[f"gpt-{problem}-cot"], by_seed[f"gpt-{problem}-direct"])
         )
         gains_claims.append(_gain_claim(problem, gains[problem]))
     sections = [
