@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from reasonlab.config import ConfigError, DPTaskConfig
 from reasonlab.tasks import build_task
@@ -412,3 +413,54 @@ def test_stats_count_rows_and_lengths():
     assert stats["train_max_len"] == data.train_tokens.shape[1]
     assert stats["test_len9_max_len"] == data.probes["test_len9"].tokens.shape[1]
     assert stats["vocab_size"] == len(data.vocab) and data.notes
+
+
+# ----------------------------------------------------------------------------- mode stream
+
+STREAM_CASES = [("lis", ()), ("local", ()), ("local", (("locality", 1), ("modulus", 7)))]
+
+
+@pytest.mark.parametrize(("problem", "extra"), STREAM_CASES)
+def test_stream_rows_interleave_each_input_with_its_step(problem, extra):
+    """x_1 dp_1 .. x_n dp_n <sep> answer <eos>, every step and answer from the solvers above,
+    on the same inputs that mode cot draws for the same seed."""
+    cfg, data = built(problem, "stream", extra)
+    _, cot = built(problem, "cot", extra)
+    rows = sized_rows(cfg, data)
+    assert len(rows) == cfg.num_train + 3 * cfg.num_test
+    for (row, size), (cot_row, _) in zip(rows, sized_rows(cfg, cot), strict=True):
+        assert len(row) == 2 * size + 3 and row[-3] == "<sep>" and row[-1] == "<eos>"
+        xs, steps = row[0 : 2 * size : 2], row[1 : 2 * size : 2]
+        assert xs == split_row(cot_row)[0]
+        check_row(
+            [*xs, "<sep>", *steps, "<sep>", row[-2], "<eos>"],
+            cfg.model_copy(update={"mode": "cot"}),
+            size,
+        )
+
+
+@pytest.mark.parametrize(("problem", "extra"), STREAM_CASES)
+def test_stream_inputs_are_given_and_never_trained_on(problem, extra):
+    """The prompt is x_1; x_2 .. x_n are fed (given), never scored nor in the loss; the steps,
+    <sep>, the answer and <eos> are scored and trained on."""
+    cfg, data = built(problem, "stream", extra)
+    n = cfg.length
+    expected_given = [2 <= t < 2 * n and t % 2 == 0 for t in range(2 * n + 3)]
+    expected_scored = [t >= 1 and not expected_given[t] for t in range(2 * n + 3)]
+    assert data.train_loss_mask.tolist() == [expected_scored] * cfg.num_train
+    probe = data.probes["test"]
+    assert probe.prompt_len == 1 and probe.teacher_forced
+    assert probe.given.tolist() == [expected_given] * cfg.num_test
+    assert probe.scored.tolist() == [expected_scored] * cfg.num_test
+    assert probe.stages["answer"].tolist() == [2 * n + 1] * cfg.num_test
+    for row in rows_of(data, data.train_tokens[:20]):
+        parsed = parse_example(row, problem, "stream")
+        assert parsed["input"] == [int(t) for t in row[0 : 2 * n : 2]]
+        assert parsed["trace"] == [int(t) for t in row[1 : 2 * n : 2]]
+        assert parsed["answer"] == int(row[-2])
+
+
+@pytest.mark.parametrize("problem", ["ed", "arithmetic"])
+def test_stream_mode_needs_a_step_per_input(problem):
+    with pytest.raises(ValidationError, match="stream"):
+        small_config(problem, "stream")

@@ -143,7 +143,11 @@ def data(
 @app.command()
 def study(
     name: str | None = typer.Argument(None, metavar="NAME", help="Study name (see --list)."),
-    preset: str = typer.Option("cpu", "--preset", help="cpu (minutes on a laptop) or paper."),
+    preset: str = typer.Option(
+        "cpu",
+        "--preset",
+        help="cpu (minutes on a laptop), paper (a GPU), or another preset the study lists.",
+    ),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Seeds per configuration."),
     out: Path | None = typer.Option(None, "--out", help="Study folder (default runs/NAME-PRESET)."),
     set_: list[str] = typer.Option(

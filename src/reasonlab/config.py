@@ -163,8 +163,10 @@ class DPTaskConfig(TaskConfig):
         description="lis (longest increasing subsequence), ed (edit distance), arithmetic "
         "(mod modulus), local (a DP whose step reads the last `locality` steps)",
     )
-    mode: Literal["cot", "direct"] = Field(
-        "cot", description="cot: write the DP's trace before the answer; direct: the answer only"
+    mode: Literal["cot", "direct", "stream"] = Field(
+        "cot",
+        description="cot: write the DP's trace before the answer; direct: the answer only; "
+        "stream (lis, local): each input given just before the trace step that reads it",
     )
     length: int = Field(
         8,
@@ -193,6 +195,11 @@ class DPTaskConfig(TaskConfig):
     @model_validator(mode="after")
     def _consistent(self) -> DPTaskConfig:
         longest = max([self.length, *self.test_lengths])
+        if self.mode == "stream" and self.problem not in ("lis", "local"):
+            raise ValueError(
+                f"mode: stream needs one trace step per input value (lis, local), not "
+                f"{self.problem}"
+            )
         if self.problem == "local" and self.locality >= longest:
             raise ValueError(
                 f"locality: {self.locality} is not smaller than the sequence (length {longest})"

@@ -16,6 +16,12 @@ decimal tokens ("17").
 - local: INPUT x_1 .. x_n; TRACE dp_1 .. dp_n with dp_t = x_t + dp_{t-1} + .. + dp_{t-m}
   (mod ``modulus``, m = ``locality``, dp_k = 0 for k <= 0); ANSWER dp_n.
 
+Mode stream (lis, local) interleaves them: x_1 dp_1 x_2 dp_2 .. x_n dp_n ``<sep>`` ANSWER
+``<eos>``, the prompt x_1. The inputs x_2 .. x_n are given (fed, neither generated nor trained
+on), so each step's input sits next to it: an m-local DP then needs only the last m steps in the
+sequence, where in mode cot step t reads x_t from n + 1 tokens back (a model with a fixed-size
+state must carry the whole input across ``<sep>``).
+
 Train and every probe are drawn without repeating an INPUT anywhere.
 """
 
@@ -83,23 +89,30 @@ def draw_distinct(
 
 @dataclass
 class Rows:
-    """Sequences (N, L) right-padded, each row's prompt length and answer position."""
+    """Sequences (N, L) right-padded, each row's prompt length and answer position, and the
+    completion positions fed rather than predicted (mode stream's inputs)."""
 
     tokens: np.ndarray
     prompt_lens: np.ndarray
     answer_pos: np.ndarray
+    given: np.ndarray | None = None
 
     def completion_mask(self, pad_id: int) -> np.ndarray:
         positions = np.arange(self.tokens.shape[1])
-        return (positions >= self.prompt_lens[:, None]) & (self.tokens != pad_id)
+        mask = (positions >= self.prompt_lens[:, None]) & (self.tokens != pad_id)
+        return mask if self.given is None else mask & ~self.given
 
 
 def assemble(
-    problem: Problem, inputs: list[np.ndarray], size: int, cot: bool
+    problem: Problem, inputs: list[np.ndarray], size: int, mode: str
 ) -> tuple[Rows, np.ndarray]:
-    """INPUT <sep> [TRACE <sep>] ANSWER <eos> for every input; also the answer ids."""
+    """INPUT <sep> [TRACE <sep>] ANSWER <eos> for every input (mode stream: x_1 dp_1 .. x_n
+    dp_n <sep> ANSWER <eos>); also the answer ids."""
     vocab = problem.vocab
     traces, answers = problem.solve(inputs, size)
+    if mode == "stream":
+        return assemble_stream(inputs, traces, answers, vocab[SEP], vocab[EOS]), answers
+    cot = mode == "cot"
     prompt_lens = np.array([len(row) + 1 for row in inputs], np.int64)
     trace_lens = np.array([len(t) + 1 for t in traces], np.int64) if cot else 0
     totals = prompt_lens + trace_lens + 2
@@ -118,12 +131,30 @@ def assemble(
     return Rows(tokens, prompt_lens, totals - 2), answers
 
 
+def assemble_stream(
+    inputs: list[np.ndarray], traces: list[np.ndarray], answers: np.ndarray, sep: int, eos: int
+) -> Rows:
+    """x_1 dp_1 .. x_n dp_n <sep> answer <eos> (all rows of one size n); x_2 .. x_n given."""
+    values, steps = np.stack(inputs), np.stack(traces)
+    count, n = values.shape
+    tokens = np.empty((count, 2 * n + 3), np.int64)
+    tokens[:, 0 : 2 * n : 2] = values
+    tokens[:, 1 : 2 * n : 2] = steps
+    tokens[:, 2 * n] = sep
+    tokens[:, 2 * n + 1] = answers
+    tokens[:, 2 * n + 2] = eos
+    given = np.zeros(tokens.shape, bool)
+    given[:, 2 : 2 * n : 2] = True
+    return Rows(tokens, np.ones(count, np.int64), np.full(count, 2 * n + 1), given)
+
+
 def to_probe(rows: Rows, pad_id: int) -> Probe:
     tokens = torch.from_numpy(rows.tokens)
+    given = np.zeros(rows.tokens.shape, bool) if rows.given is None else rows.given
     return as_probe(
         tokens,
         torch.from_numpy(rows.prompt_lens),
-        torch.zeros(tokens.shape, dtype=torch.bool),
+        torch.from_numpy(given),
         pad_id,
         {"answer": torch.from_numpy(rows.answer_pos)},
         teacher_forced=True,
@@ -152,7 +183,6 @@ def build_dp(cfg: DPTaskConfig) -> TaskData:
     problem = PROBLEMS[cfg.problem](cfg, sizes)
     rng = np.random.default_rng(cfg.seed)
     seen: dict[int, set[bytes]] = {size: set() for size in sizes}
-    cot = cfg.mode == "cot"
     train_inputs = draw_distinct(
         problem, rng, cfg.length, cfg.num_train, seen[cfg.length], "task.num_train"
     )
@@ -161,11 +191,11 @@ def build_dp(cfg: DPTaskConfig) -> TaskData:
         name: draw_distinct(problem, rng, size, cfg.num_test, seen[size], "task.num_test")
         for name, size in requests
     }
-    train, train_answers = assemble(problem, train_inputs, cfg.length, cot)
+    train, train_answers = assemble(problem, train_inputs, cfg.length, cfg.mode)
     pad_id = problem.vocab[PAD]
     probes, stats = {}, statistics(train, train_answers, pad_id)
     for name, size in requests:
-        rows, _ = assemble(problem, probe_inputs[name], size, cot)
+        rows, _ = assemble(problem, probe_inputs[name], size, cfg.mode)
         probes[name] = to_probe(rows, pad_id)
         stats[f"{name}_rows"] = len(rows.tokens)
         stats[f"{name}_max_len"] = int(rows.tokens.shape[1])
@@ -209,8 +239,14 @@ def parse_example(line_tokens: list[str], problem: str, mode: str) -> dict[str, 
     parts = _split(tokens[:-1], SEP)
     if len(parts[-1]) != 1:
         raise ValueError(f"the answer is not one token: {' '.join(line_tokens)!r}")
+    answer = int(parts[-1][0])
+    if mode == "stream":  # x_1 dp_1 x_2 dp_2 ..
+        if len(parts[0]) % 2:
+            raise ValueError(f"inputs and steps do not pair up: {' '.join(line_tokens)!r}")
+        steps = [int(t) for t in parts[0]]
+        return {"input": steps[0::2], "trace": steps[1::2], "answer": answer}
     trace = _parse_trace(parts[1], problem) if mode == "cot" else None
-    return {"input": _parse_input(parts[0], problem), "trace": trace, "answer": int(parts[-1][0])}
+    return {"input": _parse_input(parts[0], problem), "trace": trace, "answer": answer}
 
 
 def _split(tokens: list[str], separator: str) -> list[list[str]]:
