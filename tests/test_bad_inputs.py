@@ -202,6 +202,7 @@ task_case("dp_lis_values_cannot_hold_the_length", "task.value_range",
           {**DP, "problem": "lis", "length": 10, "value_range": 5})  # fmt: skip
 task_case("dp_unknown_problem", "task.problem", {**DP, "problem": "knapsack"})
 task_case("dp_unknown_mode", "task.mode", {**DP, "mode": "scratchpad"})
+task_case("dp_stream_of_edit_distance", "task.mode", {**DP, "problem": "ed", "mode": "stream"})
 task_case("dp_more_examples_than_exist", "task.num_train",
           {**DP, "problem": "lis", "length": 2, "value_range": 2, "num_train": 1000})  # fmt: skip
 task_case("dp_test_length_zero", "task.test_lengths", {**DP, "test_lengths": [0]})

@@ -32,7 +32,7 @@ def _plot(curves: dict[str, dict[int, float]], threshold: float) -> bytes:
     axis.axhline(threshold, color="grey", linestyle=":", linewidth=1)
     axis.set_xscale("log", base=2)
     axis.set_xlabel("d_state (N)")
-    axis.set_ylabel("exact match (greedy, with CoT)")
+    axis.set_ylabel("exact match (greedy, streamed CoT)")
     axis.set_ylim(-0.03, 1.03)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
