@@ -84,7 +84,7 @@ def edit_table(a: list[str], b: list[str]) -> list[list[int]]:
 def local_steps(xs: list[int], locality: int, modulus: int) -> list[int]:
     dp: list[int] = []
     for t, x in enumerate(xs):
-        dp.append((x + sum(dp[max(0, t - locality) : t])) % modulus)
+        dp.append((x + (dp[t - locality] if t >= locality else 0)) % modulus)
     return dp
 
 

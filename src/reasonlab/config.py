@@ -181,7 +181,9 @@ class DPTaskConfig(TaskConfig):
     value_range: int = Field(250, ge=2, le=100_000, description="lis: values in [0, value_range)")
     alphabet_size: int = Field(8, ge=2, le=26, description="ed: letters of the two strings")
     modulus: int = Field(11, ge=2, le=1000, description="arithmetic and local: values mod this")
-    locality: int = Field(2, ge=1, le=1000, description="local: step t reads steps t-m .. t-1")
+    locality: int = Field(
+        2, ge=1, le=1000, description="local: step t reads x_t and step t-m (dp_t = x_t + dp_{t-m})"
+    )
     num_train: int = Field(20_000, ge=1, le=10_000_000, description="training examples")
     num_test: int = Field(500, ge=1, le=1_000_000, description="test examples per probe")
 

@@ -13,8 +13,8 @@ decimal tokens ("17").
   substitute 3.
 - arithmetic: INPUT an expression of n operators mod ``modulus``; TRACE step_1 ``=`` .. ``=``
   step_n, each step one reduction of the previous one, the last step the answer alone.
-- local: INPUT x_1 .. x_n; TRACE dp_1 .. dp_n with dp_t = x_t + dp_{t-1} + .. + dp_{t-m}
-  (mod ``modulus``, m = ``locality``, dp_k = 0 for k <= 0); ANSWER dp_n.
+- local: INPUT x_1 .. x_n; TRACE dp_1 .. dp_n with dp_t = x_t + dp_{t-m} (mod ``modulus``,
+  m = ``locality``, dp_k = 0 for k <= 0): an m-local DP with one addition a step; ANSWER dp_n.
 
 Mode stream (lis, local) interleaves them: x_1 dp_1 x_2 dp_2 .. x_n dp_n ``<sep>`` ANSWER
 ``<eos>``, the prompt x_1. The inputs x_2 .. x_n are given (fed, neither generated nor trained

@@ -140,11 +140,14 @@ class LIS(Problem):
 
 
 def local_table(values: np.ndarray, locality: int, modulus: int) -> np.ndarray:
-    """dp[:, t] = (values[:, t] + the `locality` dp values before it) mod modulus."""
+    """dp[:, t] = (values[:, t] + dp[:, t - locality]) mod modulus, dp = 0 before the start.
+
+    One addition per step whatever m is: a step reads the step m back, so a model must keep the
+    last m steps, and only that memory (not the arithmetic) grows with m."""
     count, size = values.shape
     dp = np.zeros((count, locality + size), np.int64)  # `locality` leading zeros: dp_k, k <= 0
     for t in range(size):
-        dp[:, locality + t] = (values[:, t] + dp[:, t : locality + t].sum(axis=1)) % modulus
+        dp[:, locality + t] = (values[:, t] + dp[:, t]) % modulus
     return dp[:, locality:]
 
 
