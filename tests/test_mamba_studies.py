@@ -101,3 +101,33 @@ def test_dp_claims_use_the_seed_means_and_count_the_seeds_that_meet_them(tmp_pat
     advantage, gain = analysis["claims"]
     assert "does not hold on the means" in advantage and "holds in 2 of 3 seeds" in advantage
     assert "does not reproduce" in gain and "GPT +0.593, Mamba +0.850" in gain
+
+
+def test_copy_claims_fall_back_to_the_shortest_length_and_count_seeds():
+    """Nothing reaches 0.95 at length 20, so speed is judged on length 10 (GPT in 2 seeds, Mamba
+    never); the GPT learns length 40 in 1 of 3 seeds and the Mamba in none; width against depth
+    is told apart only from a 0.05 difference (length 20: equal; length 10: 0.10 against 0.40)."""
+    from reasonlab.studies.mamba_copy import _claims
+
+    never = [None, None, None]
+    steps = {
+        "gpt-L20": {"len10": [1500, None, 1250], "len20": never},
+        "mamba-d16-L20": {"len10": never, "len20": never},
+    }
+    finals = {
+        "gpt-L40": [{"len40": 0.95}, {"len40": 0.2}, {"len40": 0.0}],
+        "mamba-d16-L40": [{"len40": 0.0}] * 3,
+        "mamba-narrow-L20": [{"len10": 0.1, "len20": 0.0}] * 3,
+        "mamba-shallow-L20": [{"len10": 0.4, "len20": 0.0}] * 3,
+    }
+    own = {"gpt-L20": "len20", "gpt-L40": "len40", "mamba-narrow-L20": "len20"}
+    faster, longer, width = _claims(finals, steps, own, "len10")
+    assert faster == (
+        "Transformers learn COPY faster: reproduces - first step at 0.95 on len10, per seed: "
+        "GPT 1500 / never / 1250, Mamba d_state 16 never / never / never."
+    )
+    assert "reproduces" in longer and "GPT 0.383, Mamba 0.000" in longer
+    assert "GPT reached 0.9 in 1 of 3 seeds, the Mamba 0.5 in 0 of 3" in longer
+    assert ": reproduces - final len10" in width and "narrow (expand 1) 0.100" in width
+    finals["mamba-shallow-L20"] = [{"len10": 0.12, "len20": 0.0}] * 3
+    assert "undecided" in _claims(finals, steps, own, "len10")[2]

@@ -88,53 +88,83 @@ def _position_accuracy(run_dir: Path, config: dict[str, Any], probe: str) -> lis
     return [round(v, 4) for v in position_accuracy(generated, chosen)]
 
 
+MARGIN = 0.05  # accuracies closer than this are not told apart
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _first_reached(steps: list[int | None]) -> str:
+    return " / ".join("never" if s is None else str(s) for s in steps)
+
+
 def _claims(
-    finals: dict[str, dict[str, float | None]],
-    reached: dict[str, int | None],
+    finals: dict[str, list[dict[str, float]]],
+    steps: dict[str, dict[str, list[int | None]]],
     own: dict[str, str],
+    shortest: str,
 ) -> list[str]:
-    """The paper's three claims, each checked against the means measured: reproduces, does not
-    reproduce, or undecided (what would decide it is missing). ``own``: each variant's probe at
-    its own maximum length."""
+    """The paper's three claims, each checked against the seeds' results: reproduces, does not
+    reproduce, or undecided (what would decide it is missing). ``finals``: each variant's final
+    scores per seed; ``steps``: per probe, each seed's first step at 0.95 (None: never);
+    ``own``: each variant's probe at its own maximum length; ``shortest``: the shortest probe,
+    where the claims fall back when nothing is learned at a variant's own length."""
+
+    def mean(variant: str, probe: str) -> float | None:
+        return mean_present([f.get(probe) for f in finals[variant]])
+
     lines = []
     gpt, mamba = "gpt-L20", "mamba-d16-L20"
-    if gpt in reached and mamba in reached:
-        steps_gpt, steps_mamba = reached[gpt], reached[mamba]
-        if steps_gpt is None and steps_mamba is None:
-            verdict = "undecided (neither reached 0.95 in the steps trained)"
-        elif steps_gpt is not None and (steps_mamba is None or steps_gpt < steps_mamba):
-            verdict = "reproduces"
-        else:
-            verdict = "does not reproduce"
+    if gpt in steps and mamba in steps:
+        verdict, where = "undecided (neither reached 0.95 in the steps trained)", own[gpt]
+        for probe in dict.fromkeys([own[gpt], shortest]):  # the own length, then the shortest
+            by_gpt, by_mamba = steps[gpt][probe], steps[mamba][probe]
+            if all(s is None for s in by_gpt + by_mamba):
+                continue
+            gpt_first = min(s for s in by_gpt if s is not None) if any(by_gpt) else None
+            mamba_first = min(s for s in by_mamba if s is not None) if any(by_mamba) else None
+            faster = gpt_first is not None and (mamba_first is None or gpt_first < mamba_first)
+            verdict, where = ("reproduces" if faster else "does not reproduce"), probe
+            break
         lines.append(
-            f"Transformers learn COPY faster: {verdict} - steps to 0.95 on {own[gpt]}: GPT "
-            f"{steps_gpt}, Mamba d_state 16 {steps_mamba} (None: never reached)."
+            f"Transformers learn COPY faster: {verdict} - first step at 0.95 on {where}, per "
+            f"seed: GPT {_first_reached(steps[gpt][where])}, Mamba d_state 16 "
+            f"{_first_reached(steps[mamba][where])}."
         )
     gpt, mamba = "gpt-L40", "mamba-d16-L40"
     if gpt in finals and mamba in finals:
-        at_gpt, at_mamba = finals[gpt].get(own[gpt]), finals[mamba].get(own[mamba])
+        probe = own[gpt]
+        at_gpt, at_mamba = mean(gpt, probe), mean(mamba, probe)
+        learned = [f.get(probe, 0.0) >= 0.9 for f in finals[gpt]]
+        mamba_learned = [f.get(probe, 0.0) >= 0.5 for f in finals[mamba]]
         if at_gpt is None or at_mamba is None:
             verdict = "undecided (no final accuracy)"
-        elif at_gpt < 0.9:
-            verdict = "undecided (the GPT did not learn it either, < 0.9)"
+        elif not any(learned):
+            verdict = "undecided (the GPT did not learn it either, < 0.9 in every seed)"
         else:
-            verdict = "reproduces" if at_mamba < 0.5 else "does not reproduce"
+            verdict = "reproduces" if not any(mamba_learned) else "does not reproduce"
         lines.append(
             f"Mamba fails COPY at the longer maximum length where a Transformer learns: "
-            f"{verdict} - final {own[gpt]} exact match: GPT {at_gpt}, Mamba {at_mamba}."
+            f"{verdict} - final {probe} exact match, mean over seeds: GPT {_fmt(at_gpt)}, Mamba "
+            f"{_fmt(at_mamba)}; the GPT reached 0.9 in {sum(learned)} of {len(learned)} seeds, "
+            f"the Mamba 0.5 in {sum(mamba_learned)} of {len(mamba_learned)}."
         )
     narrow, shallow = "mamba-narrow-L20", "mamba-shallow-L20"
     if narrow in finals and shallow in finals:
-        at_narrow = finals[narrow].get(own[narrow])
-        at_shallow = finals[shallow].get(own[shallow])
-        if at_narrow is None or at_shallow is None or at_narrow == at_shallow:
-            verdict = "undecided (equal or missing accuracies)"
-        else:
+        verdict, where = "undecided (equal or missing accuracies)", own[narrow]
+        for probe in dict.fromkeys([own[narrow], shortest]):
+            at_narrow, at_shallow = mean(narrow, probe), mean(shallow, probe)
+            if at_narrow is None or at_shallow is None or abs(at_narrow - at_shallow) < MARGIN:
+                continue
             verdict = "reproduces" if at_narrow < at_shallow else "does not reproduce"
+            where = probe
+            break
         lines.append(
             "Shrinking Mamba's width hurts more than removing a layer (about the same parameter "
-            f"count): {verdict} - final {own[narrow]}: narrow (expand 1) {at_narrow}, "
-            f"shallow (1 layer) {at_shallow}."
+            f"count): {verdict} - final {where}, mean over seeds: narrow (expand 1) "
+            f"{_fmt(mean(narrow, where))}, shallow (1 layer) {_fmt(mean(shallow, where))} "
+            f"(told apart from {MARGIN:g} on)."
         )
     return lines
 
@@ -146,7 +176,8 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
     grouped = _by_variant(result)
     curves: dict[str, dict[int, list[float]]] = {}
     finals: dict[str, dict[str, float | None]] = {}
-    reached: dict[str, int | None] = {}
+    seed_finals: dict[str, list[dict[str, float]]] = {}
+    seed_steps: dict[str, dict[str, list[int | None]]] = {}
     own_probe: dict[str, str] = {}
     rows = []
     probes: list[str] = []
@@ -158,11 +189,8 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
         finals[variant] = {p: mean_present([r["final"].get(p) for _, r in runs]) for p in probes}
         own = own_probe[variant] = _own_probe(config["task"])
         steps = [r["steps_to_threshold"].get(own) for _, r in runs]
-        reached[variant] = (
-            int(np.mean([s for s in steps if s is not None]))
-            if any(s is not None for s in steps)
-            else None
-        )
+        seed_finals[variant] = [r["final"] for _, r in runs]
+        seed_steps[variant] = {p: [r["steps_to_threshold"].get(p) for _, r in runs] for p in probes}
         rows.append(
             [
                 variant,
@@ -182,7 +210,7 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
         positions[variant] = _position_accuracy(run_dir, config, own_probe[variant])
         if config["model"]["kind"] == "mamba":
             decay[variant] = run_decay(run_dir)["checkpoints"][-1]
-    claims = _claims(finals, reached, own_probe)
+    claims = _claims(seed_finals, seed_steps, own_probe, min(probes, key=_length))
     sections = [
         "<h2>Accuracy against copy length</h2>",
         figure(
@@ -231,7 +259,7 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
         )
     analysis = {
         "final_by_variant": finals,
-        "steps_to_threshold_by_variant": reached,
+        "steps_to_threshold_by_variant": seed_steps,
         "position_accuracy": positions,
         "claims": claims,
         "decay": {v: e["layers"] for v, e in decay.items()},
