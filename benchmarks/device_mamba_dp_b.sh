@@ -1,14 +1,9 @@
 #!/usr/bin/env bash
-# The second GPU call (docs/RESULTS.md section 9): the Mamba runs of mamba-dp's cpu preset on LIS
+# The second GPU call (docs/RESULTS.md section 9): the Mamba runs of mamba-dp's medium preset on LIS
 # and arithmetic (3 seeds each, 12 runs at once, fp32), which a 2-core CPU cannot train in a
-# session. Same run names and configs as `reasonlab study mamba-dp --seeds 3 --set
+# session. Same run names and configs as `reasonlab study mamba-dp --preset medium --seeds 3 --set
 # train.precision=fp32`, so that study reuses them (--reuse).
-set -u
-OUT=${OUT:-/tmp/device-out}
-mkdir -p "$OUT" runs
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH="/tmp/site:$PWD/src" PYTHONUNBUFFERED=1
+source "$(dirname "$0")/device_setup.sh"
 python3 - <<'PY'
 from pathlib import Path
 
@@ -24,7 +19,7 @@ spec["variants"] = {
 }
 (studies / "mamba_dp_mamba.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 PY
-timeout --foreground -k 20 "${STUDY_S:-230}" python3 -m reasonlab study mamba-dp-mamba \
+timeout --foreground -k 20 "${STUDY_S:-230}" python3 -m reasonlab study mamba-dp-mamba --preset medium \
     --set train.precision=fp32 --seeds 3 --jobs 12 --out runs/mamba-dp-mamba > "$OUT/dp.log" 2>&1
 echo "rc $? $(date +%T)"
 tar czf "$OUT/mamba-dp-mamba.tgz" --exclude='*.safetensors' --exclude='*.txt' -C runs mamba-dp-mamba

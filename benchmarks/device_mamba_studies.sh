@@ -6,17 +6,12 @@
 #   1. mamba-cost, preset paper (8 x 512 models) with 200 training steps, alone on the GPU so that
 #      the decoding times are not disturbed (the timings need a trained-enough model, not a good one);
 #   2. at once, each run in a process of its own (--jobs), all in fp32 as on a CPU:
-#      - mamba-copy, preset cpu, 3 seeds;
-#      - mamba-dp-b: mamba-dp's cpu preset models (GPT 3 x 96, Mamba 5 x 96) on LIS of 12 values,
+#      - mamba-copy, preset cpu as it was then (evaluation every 250 steps on 200 strings), 3 seeds;
+#      - mamba-dp-b: mamba-dp's medium preset (GPT 3 x 96, Mamba 5 x 96) on LIS of 12 values,
 #        arithmetic with 2 operators, edit distance of 4 letters, 1500 steps, 3 seeds;
 #      - mamba-dp-c: the same tasks with smaller models (GPT 2 x 64, Mamba 3 x 64), 3 seeds.
 # Every study stops at its time limit; its completed runs are kept (and resumable).
-set -u
-OUT=${OUT:-/tmp/device-out}
-mkdir -p "$OUT" runs
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH="/tmp/site:$PWD/src" PYTHONUNBUFFERED=1
+source "$(dirname "$0")/device_setup.sh"
 nvidia-smi -L
 python3 -c "import torch, reasonlab; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
 
@@ -51,7 +46,7 @@ echo "rc $? $(date +%T)"
 echo "== studies $(date +%T)"
 S=${STUDY_S:-330}
 timeout --foreground -k 30 "$S" python3 -m reasonlab study mamba-copy --set train.precision=fp32 --seeds 3 --jobs 4 \
-    --out runs/mamba-copy > "$OUT/copy.log" 2>&1 &
+    --set eval.every=250 --set task.num_test=200 --out runs/mamba-copy > "$OUT/copy.log" 2>&1 &
 timeout --foreground -k 30 "$S" python3 -m reasonlab study mamba-dp-c --set train.precision=fp32 --seeds 3 --jobs 5 \
     --out runs/mamba-dp-c > "$OUT/dp-c.log" 2>&1 &
 timeout --foreground -k 30 "$S" python3 -m reasonlab study mamba-dp-b --set train.precision=fp32 --seeds 3 --jobs 5 \
