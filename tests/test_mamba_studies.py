@@ -131,3 +131,27 @@ def test_copy_claims_fall_back_to_the_shortest_length_and_count_seeds():
     assert ": reproduces - final len10" in width and "narrow (expand 1) 0.100" in width
     finals["mamba-shallow-L20"] = [{"len10": 0.12, "len20": 0.0}] * 3
     assert "undecided" in _claims(finals, steps, own, "len10")[2]
+
+
+def test_locality_claim_is_undecided_when_the_state_size_changes_nothing():
+    """Accuracies flat across d_state (the smallest states that reach 0.9 still rise with m by
+    chance) are undecided; a DP that needs more state as m grows, with LIS needing the most,
+    reproduces."""
+    from reasonlab.studies.mamba_locality import _claim
+
+    states = [1, 2, 4, 8]
+    flat = {
+        "m1": dict(zip(states, [0.94, 0.93, 0.93, 0.96], strict=True)),
+        "m2": dict(zip(states, [0.84, 0.90, 0.89, 0.88], strict=True)),
+        "m4": dict.fromkeys(states, 0.0),
+        "lis": dict(zip(states, [0.86, 0.82, 0.81, 0.87], strict=True)),
+    }
+    assert "undecided (no DP's accuracy changes by 0.1" in _claim(flat, 0.9)
+    rising = {
+        "m1": dict(zip(states, [0.95, 0.97, 0.97, 0.98], strict=True)),
+        "m2": dict(zip(states, [0.30, 0.92, 0.95, 0.96], strict=True)),
+        "m4": dict(zip(states, [0.10, 0.20, 0.91, 0.95], strict=True)),
+        "lis": dict(zip(states, [0.10, 0.20, 0.40, 0.60], strict=True)),
+    }
+    claim = _claim(rising, 0.9)
+    assert ": reproduces here" in claim and "m1 1, m2 2, m4 4, lis > 8" in claim
