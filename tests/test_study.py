@@ -120,36 +120,36 @@ def test_study_writes_summary_and_report_and_reuses_runs(tmp_path):
         run_study("cot-twohop", preset="paper", seeds=1, out=out, overrides=STUDY_TINY)
 
 
-def test_paper_preset_starts_and_runs_a_few_steps_on_cpu(tmp_path):
-    """The paper-size model (8 x 768) and data (2000 entities) on CPU: 2 small steps."""
-    out = tmp_path / "paper"
-    command = [
+def study_command(out, overrides: list[str], *options: str) -> list[str]:
+    """`reasonlab study cot-twohop` in a fresh Python process."""
+    sets = [f"--set={item}" for item in overrides]
+    return [
         sys.executable,
         "-m",
         "reasonlab",
         "study",
         "cot-twohop",
-        "--preset",
-        "paper",
+        *options,
         "--out",
         str(out),
-        "--set",
+        *sets,
+    ]
+
+
+def test_paper_preset_starts_and_runs_a_few_steps_on_cpu(tmp_path):
+    """The paper-size model (8 x 768) and data (2000 entities) on CPU: 2 small steps."""
+    out = tmp_path / "paper"
+    overrides = [
         "train.steps=2",
-        "--set",
         "train.batch_size=8",
-        "--set",
         "task.max_probe_size=4",
-        "--set",
         "eval.at_start=false",
-        "--set",
         "eval.batch_size=4",
-        "--set",
         "log.progress=false",
-        "--set",
         "task.khop=[]",
-        "--set",
         "log.checkpoints=none",
     ]
+    command = study_command(out, overrides, "--preset", "paper")
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -210,18 +210,8 @@ def test_sigterm_to_a_parallel_study_leaves_every_run_resumable(tmp_path):
     import time
 
     out = tmp_path / "study"
-    command = [
-        sys.executable,
-        "-m",
-        "reasonlab",
-        "study",
-        "cot-twohop",
-        "--jobs",
-        "2",
-        "--out",
-        str(out),
-        *(f"--set={item}" for item in [*STUDY_TINY, "train.steps=100000", "eval.every=50"]),
-    ]
+    overrides = [*STUDY_TINY, "train.steps=100000", "eval.every=50"]
+    command = study_command(out, overrides, "--jobs", "2")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     runs = out / "runs"
     deadline = time.monotonic() + 300
