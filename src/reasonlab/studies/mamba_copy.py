@@ -95,6 +95,11 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _earliest(steps: list[int | None]) -> int | None:
+    reached = [s for s in steps if s is not None]
+    return min(reached) if reached else None
+
+
 def _first_reached(steps: list[int | None]) -> str:
     return " / ".join("never" if s is None else str(s) for s in steps)
 
@@ -122,8 +127,7 @@ def _claims(
             by_gpt, by_mamba = steps[gpt][probe], steps[mamba][probe]
             if all(s is None for s in by_gpt + by_mamba):
                 continue
-            gpt_first = min(s for s in by_gpt if s is not None) if any(by_gpt) else None
-            mamba_first = min(s for s in by_mamba if s is not None) if any(by_mamba) else None
+            gpt_first, mamba_first = _earliest(by_gpt), _earliest(by_mamba)
             faster = gpt_first is not None and (mamba_first is None or gpt_first < mamba_first)
             verdict, where = ("reproduces" if faster else "does not reproduce"), probe
             break

@@ -31,8 +31,8 @@ def _gpt_advantage(problem: str, cot: dict[str, float], direct: dict[str, float]
     """The rule on the seeds' means, and how many seeds (cot-sN against direct-sN) meet it."""
     if not cot or not direct:
         return f"{problem}: undecided (a run is missing)"
-    mean_cot, mean_direct = mean_present(list(cot.values())), mean_present(list(direct.values()))
-    assert mean_cot is not None and mean_direct is not None
+    mean_cot = sum(cot.values()) / len(cot)
+    mean_direct = sum(direct.values()) / len(direct)
     verdict = "holds" if _advantage_holds(mean_cot, mean_direct) else "does not hold"
     paired = sorted(set(cot) & set(direct))
     met = sum(_advantage_holds(cot[seed], direct[seed]) for seed in paired)
