@@ -213,6 +213,25 @@ task_case("copy_min_length_above_max_length", "task.min_length",
 task_case("copy_selective_without_noise", "task.noise_tokens", {**COPY, "variant": "selective"})
 task_case("copy_fewer_strings_than_asked", "task.num_test",
           {**COPY, "vocab_size": 2, "test_lengths": [3], "num_test": 9})  # fmt: skip
+
+# In-context regression and the attention variants.
+ICL = {"kind": "icl", "dim": 4, "n_points": 9, "num_test": 8}
+task_case("icl_dimension_zero", "task.dim", {**ICL, "dim": 0})
+task_case("icl_no_points", "task.n_points", {**ICL, "n_points": 0})
+task_case("icl_curriculum_starts_beyond_dim", "task.dim_start",
+          {**ICL, "curriculum_every": 10, "dim_start": 6})  # fmt: skip
+task_case("icl_curriculum_starts_beyond_points", "task.points_start",
+          {**ICL, "curriculum_every": 10, "points_start": 12})  # fmt: skip
+task_case("icl_curriculum_start_without_stages", "task.curriculum_every", {**ICL, "dim_start": 2})
+task_case("icl_sparsity_beyond_dim", "task.sparsity",
+          {**ICL, "function_class": "sparse_linear", "sparsity": 5})  # fmt: skip
+task_case("icl_unknown_function_class", "task.function_class", {**ICL, "function_class": "gp"})
+task_case("icl_tied_embeddings", "model.tie_embeddings", ICL, model={"tie_embeddings": True})
+config_case("unknown_attention", "model.attention", model={"attention": "sparse"})
+override_case(
+    "attention_on_a_mamba", "model.attention", "model.kind=mamba", "model.attention=linear"
+)
+config_case("attention_reg_above_one", "model.attention_reg", model={"attention_reg": 2.0})
 config_case("steps_not_a_number", "train.steps", train={"steps": "many"})
 config_case("width_is_a_list", "model.d_model", model={"d_model": [32]})
 config_case("progress_not_a_bool", "log.progress", log={"progress": "maybe"})

@@ -234,7 +234,7 @@ def interrupt_at_loss(monkeypatch, call: int) -> None:
     training loop computes its loss for the ``call``-th time."""
     import reasonlab.train as train_module
 
-    real, calls = train_module.completion_loss, []
+    real, calls = train_module.step_loss, []
 
     def interrupted(*args):
         calls.append(1)
@@ -242,7 +242,7 @@ def interrupt_at_loss(monkeypatch, call: int) -> None:
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(train_module, "completion_loss", interrupted)
+    monkeypatch.setattr(train_module, "step_loss", interrupted)
 
 
 def test_an_interrupted_run_says_what_it_kept_and_how_to_resume(

@@ -79,10 +79,14 @@ def test_setting_model_kind_switches_the_family_and_keeps_shared_keys():
 
 
 def test_a_gpt_config_keeps_its_hash_and_layout():
-    """The union must not change what existing GPT configs serialize to (their checkpoints'
-    config hash, their config.json)."""
+    """The union must not change what existing GPT configs serialize to (their config.json, and
+    so their checkpoints' config hash): only keys added since, at their defaults, which the hash
+    leaves out (tests/test_attention_variants.py checks the hash)."""
     dumped = tiny_config().model_dump(mode="json")["model"]
+    added = {"attention": "softmax", "attention_reg": 0.5, "attention_hidden": 16}
     assert dumped == {
+        **added,
+        "attention_beta": 0.1,
         "kind": "gpt",
         "n_layers": 1,
         "d_model": 16,

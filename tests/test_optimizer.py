@@ -12,7 +12,8 @@ from conftest import tiny_config, tiny_task
 from reasonlab.config import GPTModelConfig, MambaModelConfig, TrainConfig
 from reasonlab.models.build import build_model
 from reasonlab.tasks import build_task
-from reasonlab.train import completion_loss, make_optimizer
+from reasonlab.tasks.base import Batch, next_token_loss
+from reasonlab.train import make_optimizer
 
 # ----------------------------------------------------------------------------- parameter groups
 
@@ -95,6 +96,12 @@ def hand_loss(model: TableModel, tokens: Tensor, mask: Tensor) -> Tensor:
                 logits = model.by_position[p - 1] + model.by_token[tokens[n, p - 1]]
                 terms.append(F.cross_entropy(logits[None], tokens[n, p : p + 1]))
     return torch.stack(terms).mean()
+
+
+def completion_loss(model: nn.Module, tokens: Tensor, mask: Tensor) -> Tensor:
+    """The trainer's loss for token tasks on a batch of whole sequences."""
+    batch = Batch(tokens[:, :-1], tokens[:, 1:], mask[:, 1:], units=0)
+    return next_token_loss(model(batch.inputs), batch)
 
 
 def test_completion_loss_is_the_mean_over_the_masked_targets():

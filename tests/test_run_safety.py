@@ -325,7 +325,7 @@ def test_warmup_longer_than_training_is_noted(tmp_path, capsys):
 def test_an_interrupted_summary_says_where_it_stopped(tmp_path, monkeypatch):
     import reasonlab.train as train_module
 
-    real, calls = train_module.completion_loss, []
+    real, calls = train_module.step_loss, []
 
     def interrupted(*args):
         calls.append(1)
@@ -333,7 +333,7 @@ def test_an_interrupted_summary_says_where_it_stopped(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(train_module, "completion_loss", interrupted)
+    monkeypatch.setattr(train_module, "step_loss", interrupted)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(), out)

@@ -17,7 +17,8 @@ import reasonlab.train as train_module
 from conftest import read_metrics, tiny_config, without_elapsed
 from reasonlab.config import ConfigError, TrainConfig
 from reasonlab.runs import RunDir, config_hash, is_log_spaced
-from reasonlab.train import EpochSampler, learning_rate, train
+from reasonlab.tasks.base import EpochSampler
+from reasonlab.train import learning_rate, train
 
 PROBES = ["id_atomic", "ood_atomic", "train_inferred", "test_inferred_iid", "test_inferred_ood"]
 # 12 steps, an evaluation every 2: permanent checkpoints at 2, 4, 8 (log-spaced) and 12 (last)
@@ -284,13 +285,13 @@ def interrupted_run(tmp_path_factory) -> Path:
 
 def count_steps(patch: pytest.MonkeyPatch) -> list[int]:
     """Counts the training steps (loss computations) the loop runs from now on."""
-    real, calls = train_module.completion_loss, []
+    real, calls = train_module.step_loss, []
 
     def counted(*args):
         calls.append(1)
         return real(*args)
 
-    patch.setattr(train_module, "completion_loss", counted)
+    patch.setattr(train_module, "step_loss", counted)
     return calls
 
 

@@ -251,6 +251,50 @@ def analyze_decay(
     typer.echo(f"wrote {Path(run_dir) / 'analysis'}")
 
 
+@analyze_app.command("dual")
+def analyze_dual(
+    run_dir: Path | None = typer.Argument(
+        None, metavar="[RUN_DIR]", help="A GPT run folder (omit for random inputs)."
+    ),
+    layer: int = typer.Option(0, "--layer", help="Block of the head (with RUN_DIR)."),
+    head: int = typer.Option(0, "--head", help="Head within the block (with RUN_DIR)."),
+    m: str | None = typer.Option(
+        None, "--m", help="Numbers of random features, comma-separated [16,64,256,1024,4096]."
+    ),
+    seeds: int | None = typer.Option(
+        None, "--seeds", min=1, help="Random draws per m (and query) [32]."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Without RUN_DIR: write analysis/dual.json + .png under this folder."
+    ),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="STEP or last."),
+) -> None:
+    """Softmax attention for one query as one gradient step of a dual linear model (arXiv
+    2310.13220): the gap between the dual model and random-feature attention (rounding), and
+    between random-feature and exact attention against m, with its log-log slope (-0.5 is the
+    Monte Carlo rate). With RUN_DIR: a trained head, JSON + PNG in RUN_DIR/analysis
+    (dual-layerL-headH)."""
+    from reasonlab.analysis.dual import DEFAULT_MS, DEFAULT_SEEDS, run_dual
+
+    try:
+        ms = DEFAULT_MS if m is None else [int(part) for part in m.split(",")]
+    except ValueError:
+        raise ConfigError(f"--m: expected comma-separated integers, got {m!r}") from None
+    seeds = DEFAULT_SEEDS if seeds is None else seeds
+    result = run_dual(run_dir, layer, head, ms, seeds, checkpoint, out)
+    typer.echo(f"{'m':>6}  {'dual vs rf':>10}  {'rf vs softmax':>13}")
+    for features, dual_gap, rf_gap in zip(
+        result["ms"], result["dual_vs_rf"], result["rf_vs_softmax"], strict=True
+    ):
+        typer.echo(f"{features:>6}  {dual_gap:>10.2e}  {rf_gap:>13.4f}")
+    slope = result["slope"]
+    typer.echo("slope: " + ("n/a (one m)" if slope is None else f"{slope:.3f} (Monte Carlo: -0.5)"))
+    if run_dir is not None:
+        typer.echo(f"wrote {Path(run_dir) / 'analysis'}")
+    elif out is not None:
+        typer.echo(f"wrote {out / 'analysis'}")
+
+
 @analyze_app.command("trace")
 def analyze_trace(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A two-hop run folder."),

@@ -60,7 +60,7 @@ NoiseKind = Literal["none", "tail", "bridge", "both"]
 class TwoHopTaskConfig(TaskConfig):
     """Two-hop (and k-hop) composition of random atomic facts (arXiv 2405.15071, 2502.04667)."""
 
-    kind: Literal["twohop"] = Field("twohop", description="which task: twohop, copy or dp")
+    kind: Literal["twohop"] = Field("twohop", description="which task: twohop, copy, dp or icl")
     num_entities: int = Field(200, ge=2, description="entities of the knowledge graph")
     num_relations: int = Field(20, ge=1, description="relation types")
     out_degree: int = Field(10, ge=1, description="distinct relations per entity")
@@ -115,7 +115,7 @@ class CopyTaskConfig(TaskConfig):
     """COPY (Jelassi et al.): a random string, ``<sep>``, the same string, ``<eos>``; or the
     selective variant, where the string's tokens are scattered among noise tokens."""
 
-    kind: Literal["copy"] = Field("copy", description="which task: twohop, copy or dp")
+    kind: Literal["copy"] = Field("copy", description="which task: twohop, copy, dp or icl")
     vocab_size: int = Field(26, ge=2, le=10_000, description="symbols the strings are drawn from")
     min_length: int = Field(1, ge=1, le=100_000, description="shortest training string")
     max_length: int = Field(20, ge=1, le=100_000, description="longest training string")
@@ -157,7 +157,7 @@ class DPTaskConfig(TaskConfig):
     """Dynamic programs (Feng et al. 2023's formats), answered directly or with the DP's trace
     as chain of thought: input ``<sep>`` trace ``<sep>`` answer (direct: input ``<sep>`` answer)."""
 
-    kind: Literal["dp"] = Field("dp", description="which task: twohop, copy or dp")
+    kind: Literal["dp"] = Field("dp", description="which task: twohop, copy, dp or icl")
     problem: DPProblem = Field(
         "lis",
         description="lis (longest increasing subsequence), ed (edit distance), arithmetic "
@@ -214,6 +214,76 @@ class DPTaskConfig(TaskConfig):
         return self
 
 
+FunctionClass = Literal["linear", "sparse_linear", "noisy_linear", "relu2nn", "decision_tree"]
+
+
+class ICLTaskConfig(TaskConfig):
+    """In-context regression (Garg et al. 2022): a prompt interleaves x_1, f(x_1), ..., x_n,
+    f(x_n) for a function f drawn afresh per prompt; the model predicts each f(x_i) from the
+    pairs before it and x_i. Vectors in, a number out, scored by squared error. Training prompts
+    are drawn fresh every step; a curriculum can grow the dimension and the number of points."""
+
+    kind: Literal["icl"] = Field("icl", description="which task: twohop, copy, dp or icl")
+    function_class: FunctionClass = Field(
+        "linear",
+        description="linear (w.x), sparse_linear (sparsity nonzero weights), noisy_linear "
+        "(w.x + noise), relu2nn (a two-layer ReLU network), decision_tree (depth `depth`)",
+    )
+    dim: int = Field(5, ge=1, le=1024, description="icl: dimension d of the inputs x")
+    n_points: int = Field(
+        11, ge=1, le=10_000, description="icl: (x, f(x)) pairs per prompt (Garg et al.: 2d + 1)"
+    )
+    sparsity: int = Field(3, ge=1, le=1024, description="sparse_linear: nonzero weights")
+    noise_std: float = Field(1.0, ge=0.0, le=1e3, description="noisy_linear: noise std")
+    hidden: int = Field(100, ge=1, le=100_000, description="relu2nn: hidden units")
+    depth: int = Field(4, ge=1, le=16, description="decision_tree: depth")
+    curriculum_every: int = Field(
+        0, ge=0, description="icl curriculum: grow dim and points every this many steps (0: off)"
+    )
+    dim_start: int | None = Field(
+        None, ge=1, description="icl curriculum: first dimension (null: dim, no growth)"
+    )
+    dim_step: int = Field(1, ge=1, description="icl curriculum: dimension added per stage")
+    points_start: int | None = Field(
+        None, ge=1, description="icl curriculum: first number of points (null: n_points)"
+    )
+    points_step: int = Field(2, ge=1, description="icl curriculum: points added per stage")
+    num_test: int = Field(1000, ge=1, le=1_000_000, description="icl: test prompts")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ICLTaskConfig:
+        if self.function_class == "sparse_linear" and self.sparsity > self.dim:
+            raise ValueError(f"sparsity: {self.sparsity} exceeds dim={self.dim}")
+        if self.dim_start is not None and self.dim_start > self.dim:
+            raise ValueError(
+                f"dim_start: the curriculum starts at {self.dim_start}, beyond dim={self.dim}"
+            )
+        if self.points_start is not None and self.points_start > self.n_points:
+            raise ValueError(
+                f"points_start: the curriculum starts at {self.points_start}, beyond "
+                f"n_points={self.n_points}"
+            )
+        grows = (self.dim_start or self.dim) < self.dim or (
+            self.points_start or self.n_points
+        ) < self.n_points
+        if grows and not self.curriculum_every:
+            raise ValueError(
+                "curriculum_every: dim_start or points_start set, but the curriculum is off (0)"
+            )
+        return self
+
+    def stage(self, step: int) -> tuple[int, int]:
+        """(dimension, points) of the training prompts at optimizer step ``step``."""
+        if not self.curriculum_every:
+            return self.dim, self.n_points
+        stages = step // self.curriculum_every
+        dim = min(self.dim, (self.dim_start or self.dim) + self.dim_step * stages)
+        points = min(
+            self.n_points, (self.points_start or self.n_points) + self.points_step * stages
+        )
+        return dim, points
+
+
 # ----------------------------------------------------------------------------- model
 
 
@@ -241,6 +311,9 @@ class ModelConfig(StrictModel):
             ModelConfig.registry[kind] = cls
 
 
+AttentionKind = Literal["softmax", "linear", "regularized", "augmented", "negative"]
+
+
 class GPTModelConfig(ModelConfig):
     """A GPT-2-style decoder (pre-LN, learned or rotary positions)."""
 
@@ -253,6 +326,21 @@ class GPTModelConfig(ModelConfig):
     dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="dropout on embeddings, attention and MLP outputs"
     )
+    attention: AttentionKind = Field(
+        "softmax",
+        description="softmax; linear (no softmax, scores averaged); regularized (the query's own "
+        "term scaled by 1 - attention_reg); augmented (residual MLPs on keys and values); "
+        "negative (beta times the mean of the other values subtracted)",
+    )
+    attention_reg: float = Field(
+        0.5, ge=0.0, le=1.0, description="regularized: the own term's weight is 1 - this"
+    )
+    attention_hidden: int = Field(
+        16, ge=1, le=65_536, description="augmented: hidden width of the key and value MLPs"
+    )
+    attention_beta: float = Field(
+        0.1, ge=0.0, le=10.0, description="negative: weight of the other values' mean"
+    )
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> GPTModelConfig:
@@ -264,9 +352,16 @@ class GPTModelConfig(ModelConfig):
 
     def describe(self) -> str:
         mlp = f", MLP {self.d_mlp}" if self.d_mlp else ""
+        attention = {
+            "softmax": "",
+            "linear": ", linear attention",
+            "regularized": f", regularized attention ({self.attention_reg:g})",
+            "augmented": f", augmented attention (MLP {self.attention_hidden})",
+            "negative": f", attention with negatives (beta {self.attention_beta:g})",
+        }[self.attention]
         return (
             f"gpt {self.n_layers} layers x {self.d_model}, {self.n_heads} heads{mlp}, "
-            f"{self.positions} positions"
+            f"{self.positions} positions{attention}"
         )
 
 
@@ -364,7 +459,11 @@ class TrainConfig(StrictModel):
 class EvalConfig(StrictModel):
     every: int = Field(100, ge=1, description="evaluate every this many steps (and at the end)")
     threshold: float = Field(
-        0.95, ge=0.0, le=1.0, description="accuracy counted as reached (steps_to_threshold)"
+        0.95,
+        ge=0.0,
+        le=1.0,
+        description="accuracy counted as reached (steps_to_threshold); for a task scored by "
+        "error (icl), the error at or below which it counts",
     )
     batch_size: int = Field(1024, ge=1, le=1_048_576, description="sequences per eval batch")
     at_start: bool = Field(True, description="also evaluate the untrained model at step 0")

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from reasonlab.models.base import DecodingState
-from reasonlab.tasks.base import Probe
+from reasonlab.tasks.base import Probe, RegressionProbe
 
 
 @torch.no_grad()
@@ -371,24 +371,65 @@ def score_probe_recompute(
     return scores
 
 
+@torch.no_grad()
+def regression_errors(
+    model: nn.Module,
+    probe: RegressionProbe,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+    autocast: bool = False,
+) -> Tensor:
+    """(k,) mean squared error over the probe's prompts at each query position (the target
+    after 0, 1, ..., k - 1 in-context examples), divided by the probe's normalizer."""
+    device = torch.device(device)
+    total = torch.zeros(probe.targets.shape[1], dtype=torch.float64)
+    for start in range(0, len(probe), batch_size):
+        inputs = probe.inputs[start : start + batch_size].to(device)
+        targets = probe.targets[start : start + batch_size].to(device)
+        with _autocast(autocast):
+            outputs = model(inputs)[:, probe.positions.to(device)]
+        squared = (outputs.float() - targets.float()).pow(2).sum(-1)  # (batch, k)
+        total += squared.double().sum(0).cpu()
+    return total / len(probe) / probe.normalizer
+
+
+def score_regression(
+    model: nn.Module,
+    probe: RegressionProbe,
+    batch_size: int,
+    device: torch.device,
+    autocast: bool,
+) -> dict[str, float]:
+    """'' -> the error averaged over every query position, '.k<n>' -> the error after n
+    in-context examples, for each n in the probe's ``report_at``."""
+    errors = regression_errors(model, probe, batch_size, device, autocast)
+    scores = {"": float(errors.mean())}
+    for n in probe.report_at:
+        if n < len(errors):
+            scores[f".k{n}"] = float(errors[n])
+    return scores
+
+
 def evaluate(
     model: nn.Module,
-    probes: dict[str, Probe],
+    probes: dict[str, Probe] | dict[str, RegressionProbe],
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
     autocast: bool = False,
     recompute: bool = False,
 ) -> dict[str, float]:
-    """{probe: exact match, probe.stage: stage accuracy, ...} for every probe; ``recompute``
-    scores with the original full-recomputation algorithm (the reference)."""
-    score = score_probe_recompute if recompute else score_probe
+    """{probe: exact match, probe.stage: stage accuracy, ...} for every token probe, {probe:
+    mean error, probe.k<n>: error after n examples} for every regression probe; ``recompute``
+    scores token probes with the original full-recomputation algorithm (the reference)."""
+    score_tokens = score_probe_recompute if recompute else score_probe
     was_training = model.training
     model.eval()
     device = torch.device(device)
     results: dict[str, float] = {}
     try:
         for name, probe in probes.items():
-            for suffix, value in score(model, probe, batch_size, device, autocast).items():
+            score = score_regression if isinstance(probe, RegressionProbe) else score_tokens
+            for suffix, value in score(model, probe, batch_size, device, autocast).items():  # type: ignore[arg-type]
                 results[name + suffix] = round(value, 6)
     finally:
         model.train(was_training)

@@ -51,10 +51,14 @@ def plot_curves(
     title: str,
     path: Path | None = None,
     threshold: float | None = None,
+    metric: dict[str, Any] | None = None,
 ) -> bytes:
-    """One panel per metric key, accuracy vs step, one colour per variant; returns PNG bytes.
+    """One panel per metric key, its value vs step, one colour per variant; returns PNG bytes.
+    ``metric`` (a run summary's ``metric``: label, higher_is_better) labels the y axis; an
+    accuracy (the default) is drawn on [0, 1], an error on a log scale.
     A variant with one seed is one line; with several, the line is the mean over seeds at the
     steps every seed reached and the shaded band spans their minimum to maximum."""
+    accuracy = metric is None or metric.get("higher_is_better", True)
     columns = min(3, len(keys))
     rows = -(-len(keys) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.1 * rows), squeeze=False)
@@ -78,12 +82,15 @@ def plot_curves(
         if threshold is not None:
             axis.axhline(threshold, color="grey", lw=0.8, ls=":")
         axis.set_title(key, fontsize=10)
-        axis.set_ylim(-0.03, 1.03)
+        if accuracy:
+            axis.set_ylim(-0.03, 1.03)
+        elif axis.has_data():
+            axis.set_yscale("log")
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[len(keys) :]:
         axis.axis("off")
-    axes.flat[0].set_ylabel("exact-match accuracy")
+    axes.flat[0].set_ylabel(metric["label"] if metric else "exact-match accuracy")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
         ncol = min(len(labels), 3 if any("mean of" in label for label in labels) else 5)
@@ -262,13 +269,18 @@ def write_study_report(
         if k.endswith(STAGE_SUFFIXES)
         and k.split(".")[0] in ("test_inferred_iid", "test_inferred_ood")
     ]
-    threshold = next(iter(result["runs"].values()))["config"]["eval"]["threshold"]
+    first_run = next(iter(result["runs"].values()))
+    threshold = first_run["config"]["eval"]["threshold"]
+    metric = first_run.get("metric") or {"label": "exact-match accuracy", "higher_is_better": True}
+    accuracy = metric.get("higher_is_better", True)
+    measure = "accuracy" if accuracy else "error"
     curves = plot_curves(
         histories,
         probes,
-        f"{spec.name} ({result['preset']}): accuracy vs step",
+        f"{spec.name} ({result['preset']}): {measure} vs step",
         folder / "curves.png",
         threshold,
+        metric,
     )
     stages = (
         plot_curves(
@@ -333,16 +345,22 @@ def write_study_report(
         f"<h1>{html.escape(spec.name)} — preset {html.escape(result['preset'])}</h1>",
         f"<p>{html.escape(spec.description)}. {len(result['runs'])} runs, "
         f"{result.get('seeds', 1)} seed(s) per variant, device {html.escape(str(device))}.</p>",
-        "<h2>Accuracy over training</h2>",
-        img(curves, "accuracy curves"),
-        "<p>Exact match of the whole completion under greedy decoding; the dotted line is the "
-        f"threshold {threshold:g}. One colour per variant; with several seeds its line is the "
-        "mean over seeds and the shaded band spans the lowest to the highest seed.</p>",
+        f"<h2>{measure.capitalize()} over training</h2>",
+        img(curves, f"{measure} curves"),
+        "<p>"
+        + (
+            "Exact match of the whole completion under greedy decoding"
+            if accuracy
+            else f"{html.escape(metric['label'])}, lower is better (log scale)"
+        )
+        + f"; the dotted line is the threshold {threshold:g}. One colour per variant; with "
+        "several seeds its line is the mean over seeds and the shaded band spans the lowest to "
+        "the highest seed.</p>",
     ]
     if stages:
         parts += ["<h2>Per CoT stage</h2>", img(stages, "per-stage accuracy")]
     parts += [
-        "<h2>Final accuracy and steps to threshold</h2>",
+        f"<h2>Final {measure} and steps to threshold</h2>",
         table(header, rows),
         "<h3>Over seeds</h3>",
         "<p>Per variant: mean ± sample standard deviation over its seeds (n − 1 in the "

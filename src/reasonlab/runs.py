@@ -212,7 +212,12 @@ class RunDir:
             )
         else:
             raise ConfigError(f"{path}: no model_shape and no model.embed weights")
-        model = build_model(config.model, vocab_size, seq_len)
+        vector_io = {
+            key: int(shape[key])
+            for key in ("input_dim", "output_dim")
+            if isinstance(shape, dict) and shape.get(key) is not None
+        }
+        model = build_model(config.model, vocab_size, seq_len, **vector_io)
         try:
             model.load_state_dict(weights)
         except RuntimeError:
@@ -327,20 +332,40 @@ def is_log_spaced(step: int, every: int) -> bool:
 # ----------------------------------------------------------------------------- training state
 
 
+# Keys added after checkpoints were first written, with the value that means "as before": at that
+# value they are left out of the hash, so that older checkpoints stay resumable.
+ADDED_MODEL_KEYS = {
+    "attention": "softmax",
+    "attention_reg": 0.5,
+    "attention_hidden": 16,
+    "attention_beta": 0.1,
+}
+
+
+def _hashed_sections(config: RunConfig) -> dict[str, Any]:
+    data = config.model_dump(mode="json", include={"task", "model", "train"})
+    data["train"].pop("device", None)
+    if data["model"].get("attention", "softmax") == "softmax":
+        for key in ADDED_MODEL_KEYS:
+            data["model"].pop(key, None)
+    return data
+
+
+def _digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def config_hash(config: RunConfig) -> str:
     """Identifies what a checkpoint was trained on (the task, the model and the optimizer); the
     device and the number of steps are left out, so a run can move or be continued."""
-    data = config.model_dump(mode="json", include={"task", "model", "train"})
-    data["train"].pop("device", None)
+    data = _hashed_sections(config)
     data["train"].pop("steps", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return _digest(data)
 
 
 def legacy_config_hash(config: RunConfig) -> str:
     """The hash of reasonlab 0.1.0 checkpoints, which counted the steps in: still resumable."""
-    data = config.model_dump(mode="json", include={"task", "model", "train"})
-    data["train"].pop("device", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return _digest(_hashed_sections(config))
 
 
 def pack_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:

@@ -1,8 +1,9 @@
 """The one training loop: every task, every model family, CPU or CUDA.
 
-AdamW (no decay on norms and biases), linear warm-up then constant or cosine, gradient clipping,
-loss on the completion only, batches drawn from in-memory tensors in a per-epoch permutation that
-depends only on (seed, epoch), so a resumed run sees exactly the batches it would have seen.
+AdamW (no decay on norms and biases), linear warm-up then constant or cosine, gradient clipping.
+The task (``tasks/base.py``, ``Task``) draws each step's batch as a function of (seed, step), so a
+resumed run sees exactly the batches it would have seen, and computes the loss from the model's
+outputs: the loop itself knows no kind of task.
 Evaluation runs every ``eval.every`` steps; checkpoints are kept on a log-spaced schedule.
 """
 
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reasonlab.config import (
@@ -39,7 +39,8 @@ from reasonlab.runs import (
     versions,
     write_json,
 )
-from reasonlab.tasks import TaskData, build_task
+from reasonlab.tasks import Task, build_task
+from reasonlab.tasks.base import Batch
 
 RESERVED_KEYS = ("step", "loss", "lr", "tokens", "elapsed_s")
 
@@ -87,34 +88,9 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-class EpochSampler:
-    """Batch ``step`` = the next ``batch_size`` indices of a stream of epoch permutations."""
-
-    def __init__(self, size: int, batch_size: int, seed: int):
-        self.size, self.batch_size, self.seed = size, batch_size, seed
-        self._cached: tuple[int, Tensor] | None = None
-
-    def permutation(self, epoch: int) -> Tensor:
-        if self._cached is None or self._cached[0] != epoch:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._cached = (epoch, torch.randperm(self.size, generator=generator))
-        return self._cached[1]
-
-    def batch(self, step: int) -> Tensor:
-        start, parts, needed = step * self.batch_size, [], self.batch_size
-        while needed:
-            epoch, offset = divmod(start, self.size)
-            take = min(needed, self.size - offset)
-            parts.append(self.permutation(epoch)[offset : offset + take])
-            start, needed = start + take, needed - take
-        return torch.cat(parts)
-
-
-def completion_loss(model: nn.Module, tokens: Tensor, loss_mask: Tensor) -> Tensor:
-    """Mean cross-entropy over the positions the loss mask selects (next-token prediction)."""
-    logits = model(tokens[:, :-1])
-    targets, mask = tokens[:, 1:], loss_mask[:, 1:]
-    return F.cross_entropy(logits[mask].float(), targets[mask])
+def step_loss(model: nn.Module, data: Task, batch: Batch) -> Tensor:
+    """The loss of one training step: the task's loss on the model's outputs for the batch."""
+    return data.loss(model(batch.inputs), batch)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -131,20 +107,26 @@ class History:
             keys.update({k: None for k in record if k not in RESERVED_KEYS})
         return list(keys)
 
-    def summary(self, threshold: float) -> dict[str, Any]:
+    def summary(self, threshold: float, higher_is_better: bool = True) -> dict[str, Any]:
+        """Final and best value of every probe key, and the first step each reached the
+        threshold: at or above it for an accuracy, at or below it for an error."""
         keys = self.probe_keys()
         final = {k: self.records[-1].get(k) for k in keys} if self.records else {}
-        best = {k: max((r[k] for r in self.records if k in r), default=None) for k in keys}
-        reached = {
-            k: next((r["step"] for r in self.records if r.get(k, -1) >= threshold), None)
+        pick = max if higher_is_better else min
+        best = {
+            k: pick((r[k] for r in self.records if r.get(k) is not None), default=None)
             for k in keys
         }
-        return {"final": final, "best": best, "steps_to_threshold": reached}
 
+        def reached(value: float | None) -> bool:
+            if value is None:
+                return False
+            return value >= threshold if higher_is_better else value <= threshold
 
-def headline_probes(data: TaskData) -> list[str]:
-    preferred = [k for k in ("test_inferred_iid", "test_inferred_ood") if k in data.probes]
-    return preferred or list(data.probes)[:2]
+        steps = {
+            k: next((r["step"] for r in self.records if reached(r.get(k))), None) for k in keys
+        }
+        return {"final": final, "best": best, "steps_to_threshold": steps}
 
 
 @dataclass
@@ -153,7 +135,7 @@ class Training:
 
     config: RunConfig
     run: RunDir
-    data: TaskData
+    data: Task
     model: nn.Module
     optimizer: torch.optim.Optimizer
     device: torch.device
@@ -175,7 +157,7 @@ def train(
     out: str | Path,
     *,
     resume: bool = False,
-    data: TaskData | None = None,
+    data: Task | None = None,
     allow_data_change: bool = False,
     on_resume: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
@@ -194,7 +176,10 @@ def train(
     if data.resolved:  # what the data decides (e.g. the CoT pattern of a data_dir folder)
         config = config.model_copy(update={"task": config.task.model_copy(update=data.resolved)})
     torch.manual_seed(config.train.seed)
-    model = build_model(config.model, data.vocab_size, data.max_seq_len).to(device)
+    io = data.io()
+    model = build_model(
+        config.model, io.vocab_size, io.max_seq_len, io.input_dim, io.output_dim
+    ).to(device)
     optimizer = make_optimizer(model, config.train)
     # Only now, with data and model built (bad input already refused), touch the folder.
     if resume:
@@ -241,6 +226,7 @@ def _train_locked(
         "num_parameters": sum(p.numel() for p in state.model.parameters()),
         "data_fingerprint": fingerprint,
         "data_stats": data.stats,
+        "metric": data.metric.as_dict(),
         "notes": notes,
         "versions": versions(),
     }
@@ -250,7 +236,7 @@ def _train_locked(
         run.summary_path,
         {
             **summary_base,
-            **history.summary(config.eval.threshold),
+            **history.summary(config.eval.threshold, data.metric.higher_is_better),
             "step": state.start_step,
             "wall_s": state.elapsed_before,
         },
@@ -259,7 +245,7 @@ def _train_locked(
         config.log.progress,
         config.train.steps,
         state.start_step,
-        headline_probes(data),
+        data.headline_probes(),
         run=run.path,
         eval_every=config.eval.every,
         device=state.device.type,
@@ -281,7 +267,7 @@ def _train_locked(
         summary = {
             **summary_base,
             "status": status,
-            **history.summary(config.eval.threshold),
+            **history.summary(config.eval.threshold, data.metric.higher_is_better),
             "step": history.step,
             "last_checkpoint": checkpoints[-1] if checkpoints else None,
             "wall_s": state.elapsed(),
@@ -382,12 +368,10 @@ def _loop(state: Training) -> None:
     train_cfg, eval_cfg = config.train, config.eval
     progress, history, optimizer = state.progress, state.history, state.optimizer
     assert progress is not None
-    sampler = EpochSampler(len(data.train_tokens), train_cfg.batch_size, train_cfg.seed)
     context = torch.autocast("cuda", dtype=torch.bfloat16) if state.autocast else nullcontext()
-    pin = device.type == "cuda"
-    train_tokens = data.train_tokens.pin_memory() if pin else data.train_tokens
-    train_mask = data.train_loss_mask.pin_memory() if pin else data.train_loss_mask
-    model_shape = {"vocab_size": data.vocab_size, "seq_len": data.max_seq_len}
+    if device.type == "cuda":
+        data.pin_memory()
+    model_shape = data.io().shape()
 
     def log_evaluation(step: int, loss: float | None) -> dict[str, Any]:
         progress.evaluating(step)
@@ -412,18 +396,16 @@ def _loop(state: Training) -> None:
         lr = learning_rate(step, train_cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        index = sampler.batch(step)
-        tokens = train_tokens[index].to(device, non_blocking=True)
-        mask = train_mask[index].to(device, non_blocking=True)
+        batch = data.batch(step, train_cfg.batch_size, train_cfg.seed).to(device)
         with context:
-            loss = completion_loss(model, tokens, mask)
+            loss = step_loss(model, data, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if train_cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
         optimizer.step()
         loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
-        state.tokens_seen += int((tokens != data.pad_id).sum())
+        state.tokens_seen += batch.units
         done = history.step = step + 1
         progress.step_done(done)
         if done % eval_cfg.every and done != train_cfg.steps:

@@ -1,1 +1,2 @@
-"""Opening trained models up: logit lens, causal tracing (and, later, the dual-model check)."""
+"""Opening trained models up: logit lens, causal tracing, the decay probe, the dual-model check,
+and in-context regression error curves against baselines."""

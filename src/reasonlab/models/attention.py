@@ -1,5 +1,18 @@
-"""Causal multi-head self-attention with hook points, SDPA when nobody looks at the pattern, and
-an optional key/value cache for incremental decoding."""
+"""Causal multi-head self-attention with hook points, SDPA when nobody looks at the pattern, an
+optional key/value cache for incremental decoding, and the variants that the contrastive view of
+in-context learning suggests (arXiv 2310.13220; ``analysis/dual.py`` has the single-query forms):
+
+- ``softmax``: standard attention, a_ij = softmax_j(q_i . k_j / sqrt(d)) over the keys j <= i;
+- ``linear``: no softmax: weights (q_i . k_j / sqrt(d)) / (i + 1), the mean over visible keys;
+- ``regularized``: a norm regularizer on the dual model scales the query's own term: a_ii is
+  multiplied by 1 - reg (the other weights are kept, not renormalized);
+- ``augmented``: keys and values pass through small residual MLPs, k + MLP_k(k) and
+  v + MLP_v(v) (per head, shared by heads; the last layer starts at zero, so training starts from
+  softmax attention); the hooks see the augmented keys and values;
+- ``negative``: beta times the mean of the other visible values is subtracted from each value,
+  sum_j a_ij (v_j - beta mean_{l != j} v_l), i.e. weights a_ij - beta (1 - a_ij) / i over the
+  i + 1 visible keys (nothing is subtracted for the first position, which sees only itself).
+"""
 
 from __future__ import annotations
 
@@ -42,6 +55,46 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, start: int = 0) -> Tensor:
     return x * cos[start:end].to(x.dtype) + rotated * sin[start:end].to(x.dtype)
 
 
+ATTENTION_KINDS = ("softmax", "linear", "regularized", "augmented", "negative")
+
+
+class Augmentation(nn.Module):
+    """x + W_2 gelu(W_1 x) on each head's vectors; W_2 starts at zero (the identity map)."""
+
+    def __init__(self, head_dim: int, hidden: int):
+        super().__init__()
+        self.W_hidden = nn.Linear(head_dim, hidden)
+        self.W_back = nn.Linear(hidden, head_dim)
+        self.start_as_identity()
+
+    def start_as_identity(self) -> None:
+        """Zero last layer: the map starts as the identity (call after a model-wide init)."""
+        nn.init.zeros_(self.W_back.weight)
+        nn.init.zeros_(self.W_back.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.W_back(F.gelu(self.W_hidden(x)))
+
+
+def variant_weights(
+    kind: str, scores: Tensor, causal: Tensor, start: int, reg: float, beta: float
+) -> Tensor:
+    """Attention weights (batch, heads, query, key) of a variant from the scaled scores q.k /
+    sqrt(d) and the causal mask (query, key); query i sits at position start + i."""
+    if kind == "linear":
+        visible = causal.sum(-1, keepdim=True)  # i + 1 keys for the query at position i
+        return scores.masked_fill(~causal, 0.0) / visible
+    weights = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+    if kind == "regularized":
+        own = torch.zeros_like(causal)
+        own[torch.arange(causal.shape[0]), start + torch.arange(causal.shape[0])] = True
+        weights = torch.where(own, weights * (1.0 - reg), weights)
+    elif kind == "negative":
+        others = (causal.sum(-1, keepdim=True) - 1).clamp(min=1)  # the other visible keys
+        weights = torch.where(causal, weights - beta * (1.0 - weights) / others, weights)
+    return weights
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(
         self,
@@ -50,9 +103,19 @@ class CausalSelfAttention(nn.Module):
         dropout: float = 0.0,
         rotary: bool = False,
         max_seq_len: int = 1024,
+        kind: str = "softmax",
+        reg: float = 0.5,
+        hidden: int = 16,
+        beta: float = 0.1,
     ):
         super().__init__()
+        if kind not in ATTENTION_KINDS:
+            raise ValueError(f"unknown attention kind {kind!r} (known: {ATTENTION_KINDS})")
         self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.kind, self.reg, self.beta = kind, reg, beta
+        if kind == "augmented":
+            self.augment_k = Augmentation(self.head_dim, hidden)
+            self.augment_v = Augmentation(self.head_dim, hidden)
         self.W_qkv = nn.Linear(d_model, 3 * d_model)
         self.W_out = nn.Linear(d_model, d_model)
         self.dropout = dropout
@@ -72,6 +135,8 @@ class CausalSelfAttention(nn.Module):
         values are appended to the cache."""
         batch, length, _ = x.shape
         q, k, v = self.W_qkv(x).view(batch, length, 3, self.n_heads, self.head_dim).unbind(2)
+        if self.kind == "augmented":
+            k, v = self.augment_k(k), self.augment_v(v)
         # Hooks see (batch, L, heads, head_dim), as in TransformerLens.
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (batch, heads, L, head_dim)
@@ -85,13 +150,15 @@ class CausalSelfAttention(nn.Module):
                 v = torch.cat([cache.values, v], dim=2)
             cache.keys, cache.values = k, v
         dropout = self.dropout if self.training else 0.0
-        if self.hook_pattern.active or self.hook_attn_scores.active:
+        explicit = self.kind not in ("softmax", "augmented")  # SDPA computes softmax weights only
+        if explicit or self.hook_pattern.active or self.hook_attn_scores.active:
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
             # query i sits at position start + i and sees keys 0..start + i
             causal = torch.ones(length, start + length, dtype=torch.bool, device=x.device)
             causal = causal.tril(start)
             scores = self.hook_attn_scores(scores.masked_fill(~causal, float("-inf")))
-            pattern = self.hook_pattern(scores.softmax(dim=-1))
+            weights = variant_weights(self.kind, scores, causal, start, self.reg, self.beta)
+            pattern = self.hook_pattern(weights)
             z = F.dropout(pattern, dropout, self.training) @ v
         elif start == 0:  # the training path, and a first piece: SDPA's square causal mask
             z = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)

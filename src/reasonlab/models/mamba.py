@@ -47,6 +47,8 @@ class MambaConfig:
     d_conv: int = 4
     dt_rank: int = 8  # resolved already: the config layer turns "auto" into ceil(d_model / 16)
     tie_embeddings: bool = False
+    input_dim: int | None = None  # continuous inputs (a linear read-in) instead of token ids
+    output_dim: int | None = None  # continuous outputs (a linear read-out) instead of logits
     norm_eps: float = 1e-5
     dt_min: float = 1e-3  # softplus(dt_proj.bias) starts log-uniform in [dt_min, dt_max]
     dt_max: float = 1e-1
@@ -264,11 +266,14 @@ class Mamba(LanguageModel):
     def __init__(self, cfg: MambaConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        if cfg.input_dim is None:
+            self.embed: nn.Module = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        else:
+            self.embed = nn.Linear(cfg.input_dim, cfg.d_model)
         self.hook_embed = HookPoint()
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_final = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.unembed = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.unembed = nn.Linear(cfg.d_model, cfg.output_dim or cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.unembed.weight = self.embed.weight
         self.apply(self._init_weights)
@@ -300,7 +305,7 @@ class Mamba(LanguageModel):
 
     def new_state(self, batch_size: int) -> MambaState:
         """An empty decoding state: zero conv inputs and zero SSM states, on the model's device."""
-        cfg, weight = self.cfg, self.embed.weight
+        cfg, weight = self.cfg, self.unembed.weight
         ssm_dtype = torch.promote_types(weight.dtype, torch.float32)  # the scan's compute dtype
         return MambaState(
             [
@@ -313,7 +318,8 @@ class Mamba(LanguageModel):
         )
 
     def forward(self, inputs: Tensor, state: MambaState | None = None) -> Tensor:
-        """inputs: (batch, L) token ids -> logits (batch, L, vocab). With ``state``, the inputs
+        """inputs: (batch, L) token ids or (batch, L, input_dim) -> logits (batch, L, vocab) or
+        (batch, L, output_dim). With ``state``, the inputs
         continue the sequence it has seen and it is updated in place."""
         resid = self.hook_embed(self.embed(inputs))
         fresh = state is None or state.length == 0

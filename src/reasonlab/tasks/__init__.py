@@ -1,4 +1,4 @@
-"""Task registry: a task kind maps to a builder (config -> TaskData) and a dataset writer."""
+"""Task registry: a task kind maps to a builder (config -> Task) and a dataset writer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reasonlab.config import ConfigError, TaskConfig
-from reasonlab.tasks.base import Probe, TaskData
+from reasonlab.tasks.base import Probe, Task, TaskData
 from reasonlab.tasks.grokked_folder import write_folder
 from reasonlab.tasks.twohop import build_twohop
 
@@ -23,25 +23,41 @@ def _build_dp(cfg: TaskConfig) -> TaskData:
     return build_dp(cfg)  # type: ignore[arg-type]
 
 
+def _build_icl(cfg: TaskConfig) -> Task:
+    from reasonlab.tasks.icl import build_icl
+
+    return build_icl(cfg)  # type: ignore[arg-type]
+
+
+def _write_icl(cfg: TaskConfig, out: Path) -> dict[str, int]:
+    from reasonlab.tasks.icl import write_icl_dataset
+
+    return write_icl_dataset(cfg, out)  # type: ignore[arg-type]
+
+
 def _write_text(cfg: TaskConfig, out: Path) -> dict[str, int]:
     from reasonlab.tasks.text_files import write_text_dataset
 
-    return write_text_dataset(build_task(cfg), out)
+    data = build_task(cfg)
+    assert isinstance(data, TaskData)  # only token tasks have text writers
+    return write_text_dataset(data, out)
 
 
-BUILDERS: dict[str, Callable[..., TaskData]] = {
+BUILDERS: dict[str, Callable[..., Task]] = {
     "twohop": build_twohop,
     "copy": _build_copy,
     "dp": _build_dp,
+    "icl": _build_icl,
 }
 WRITERS: dict[str, Callable[..., dict[str, int]]] = {
     "twohop": write_folder,
     "copy": _write_text,
     "dp": _write_text,
+    "icl": _write_icl,
 }
 
 
-def build_task(cfg: TaskConfig) -> TaskData:
+def build_task(cfg: TaskConfig) -> Task:
     builder = BUILDERS.get(cfg.kind)
     if builder is None:
         raise ConfigError(f"task.kind: no builder for {cfg.kind!r}")
@@ -54,4 +70,4 @@ def write_dataset(cfg: TaskConfig, out: Path) -> dict[str, int]:
     return WRITERS[cfg.kind](cfg, Path(out))
 
 
-__all__ = ["Probe", "TaskData", "build_task", "write_dataset"]
+__all__ = ["Probe", "Task", "TaskData", "build_task", "write_dataset"]

@@ -1,0 +1,117 @@
+"""Analysis step of the icl-regression study: per function class, the trained model's error
+against the number of in-context examples beside least squares, ridge, 3-nearest neighbours,
+averaging and one gradient step, all on the same test prompts (``analysis/icl.py``), with the
+mean and spread over seeds; and the check for noiseless linear regression: the model's error
+falls with the number of examples and is at most 0.05 after 2d examples, where averaging stays
+far above it.
+
+Variant names are the function classes (icl_regression.yaml); runs ``VARIANT-s{seed}``.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reasonlab.report import figure, spread, table, variant_of
+from reasonlab.runs import RunDir
+
+TARGET_ERROR = 0.05  # the acceptance: linear regression's error after 2d examples
+
+
+def run_curves(run_dir: Path) -> dict[str, list[float]]:
+    """The final model's and the baselines' error curves on the run's own test prompts."""
+    from reasonlab.analysis.icl import error_curves
+    from reasonlab.tasks import build_task
+
+    run = RunDir(run_dir)
+    config = run.load_config()
+    probe = build_task(config.task).probes["test"]
+    return error_curves(run.load_model(), probe)
+
+
+def _plot(by_class: dict[str, dict[str, np.ndarray]], dims: dict[str, int]) -> bytes:
+    import matplotlib.pyplot as plt
+
+    from reasonlab.analysis.plots import png_bytes
+
+    columns = min(3, len(by_class))
+    rows = -(-len(by_class) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.3 * rows), squeeze=False)
+    for axis, (name, curves) in zip(axes.flat, by_class.items(), strict=False):
+        for curve_name, values in curves.items():
+            k = np.arange(values.shape[1])
+            mean = values.mean(0)
+            style = {"lw": 2.2, "color": "black"} if curve_name == "model" else {"lw": 1.1}
+            axis.plot(k, mean, label=curve_name, **style)
+            if curve_name == "model" and len(values) > 1:
+                axis.fill_between(k, values.min(0), values.max(0), color="grey", alpha=0.3, lw=0)
+        axis.axvline(dims[name], color="grey", lw=0.8, ls=":")
+        axis.set_ylim(-0.02, 1.5)
+        axis.set_title(name, fontsize=10)
+        axis.set_xlabel("in-context examples k")
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(by_class) :]:
+        axis.axis("off")
+    axes.flat[0].set_ylabel("squared error / E[f(x)²]")
+    axes.flat[0].legend(fontsize=7, frameon=False)
+    return png_bytes(fig)
+
+
+def _linear_check(curves: dict[str, np.ndarray], dim: int) -> str:
+    model, averaging, least = curves["model"], curves["averaging"], curves["least_squares"]
+    at = min(2 * dim, model.shape[1] - 1)
+    per_seed = model[:, at]
+    falls = bool(np.all(np.diff(model.mean(0)[: at + 1]) < 0.02))  # no rise beyond noise
+    first, last = model.mean(0)[0], per_seed.mean()
+    verdict = "holds" if last <= TARGET_ERROR and falls else "does not hold"
+    return (
+        f"linear regression (d = {dim}): error after {at} examples {last:.3f} (per seed "
+        f"{', '.join(f'{v:.3f}' for v in per_seed)}), from {first:.3f} with no examples; "
+        f"averaging {averaging[:, at].mean():.3f}, least squares {least[:, at].mean():.3f}. "
+        f"The target (falls with k, at most {TARGET_ERROR} after 2d examples) {verdict}."
+    )
+
+
+def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    runs: dict[str, list[dict[str, list[float]]]] = defaultdict(list)
+    dims: dict[str, int] = {}
+    for name, run in result["runs"].items():
+        if run.get("status") != "completed":
+            continue
+        runs[variant_of(name)].append(run_curves(out / "runs" / name))
+        dims[variant_of(name)] = run["config"]["task"]["dim"]
+    by_class = {
+        variant: {key: np.array([c[key] for c in curves]) for key in curves[0]}
+        for variant, curves in runs.items()
+    }
+    rows = []
+    for variant, curves in by_class.items():
+        dim = dims[variant]
+        for k in sorted({dim // 2, dim, min(2 * dim, curves["model"].shape[1] - 1)}):
+            rows.append([variant, k, *(spread(list(values[:, k])) for values in curves.values())])
+    claims = [_linear_check(c, dims[v]) for v, c in by_class.items() if v == "linear"]
+    sections = []
+    if by_class:
+        header = ["function class", "examples k", *next(iter(by_class.values())).keys()]
+        sections = [
+            "<h2>Error against in-context examples</h2>",
+            figure(
+                _plot(by_class, dims),
+                "error against examples",
+                "Squared error divided by E[f(x)²] (the error of predicting 0; d for linear "
+                "regression), on the same test prompts for the model and every baseline; black: "
+                "the trained model (mean over seeds, band: lowest to highest seed); dotted: k = d.",
+            ),
+            table(header, rows),
+            "<h2>Claims, checked</h2>",
+            "<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in claims) + "</ul>",
+        ]
+    curves_json = {
+        v: {k: a.mean(0).round(5).tolist() for k, a in c.items()} for v, c in by_class.items()
+    }
+    return {"mean_curves": curves_json, "claims": claims}, sections
