@@ -269,19 +269,59 @@ def test_mamba_reads_vectors_too(tmp_path):
     assert summary["status"] == "completed" and summary["final"]["test"] > 0
 
 
+STUDY_TINY_ICL = [
+    "task.num_test=32",
+    "model.n_layers=1",
+    "model.d_model=8",
+    "model.n_heads=2",
+    "train.steps=2",
+    "train.batch_size=8",
+    "train.warmup_steps=1",
+    "eval.every=2",
+    "eval.at_start=false",
+    "log.progress=false",
+]
+
+
+def test_icl_regression_study_puts_the_model_beside_the_baselines(tmp_path):
+    from reasonlab.studies import run_study
+
+    result = run_study("icl-regression", out=tmp_path / "study", overrides=STUDY_TINY_ICL)
+    curves = result["analysis"]["mean_curves"]
+    assert set(curves) == {"linear", "sparse_linear", "noisy_linear", "relu2nn", "decision_tree"}
+    for by_name in curves.values():
+        assert set(by_name) == {"model", "least_squares", "ridge", "knn", "averaging", "gd_step"}
+        assert all(len(curve) == 11 for curve in by_name.values())
+    assert result["analysis"]["claims"][0].startswith("linear regression (d = 5)")
+    page = (tmp_path / "study" / "report.html").read_text()
+    assert "Error against in-context examples" in page
+
+
+def test_icl_dual_study_checks_random_initial_and_trained_heads(tmp_path, monkeypatch):
+    from reasonlab.studies import icl_dual, run_study
+
+    monkeypatch.setattr(icl_dual, "RANDOM_CASES", 4)  # fewer draws: the identities are exact
+    monkeypatch.setattr(icl_dual, "SEEDS_PER_QUERY", 2)
+    result = run_study("icl-dual", out=tmp_path / "study", overrides=STUDY_TINY_ICL)
+    sources = result["analysis"]["sources"]
+    assert list(sources) == [
+        "random inputs",
+        "icl-linear-s0 initial, layer 0 head 0",
+        "icl-linear-s0 trained, layer 0 head 0",
+    ]
+    for gaps in sources.values():
+        assert max(gaps["dual_vs_rf"]) < 1e-10
+        assert gaps.get("softmax_vs_layer", 0.0) < 1e-10
+    assert (
+        "Softmax attention as one gradient step" in (tmp_path / "study" / "report.html").read_text()
+    )
+
+
 def test_icl_study_report_draws_errors(tmp_path):
     """A study of a vector task writes its report: error curves, the analysis tables."""
     from reasonlab.studies import run_study
 
-    overrides = [
-        "task.num_test=64",
-        "model.n_layers=1",
-        "model.d_model=16",
-        "model.n_heads=2",
-        "train.steps=4",
-        "train.batch_size=16",
-        "eval.every=2",
-    ]
+    overrides = STUDY_TINY_ICL
     result = run_study("icl-variants", out=tmp_path / "study", overrides=overrides, seeds=2)
     page = (tmp_path / "study" / "report.html").read_text()
     assert "Error over training" in page and "squared error" in page

@@ -20,7 +20,8 @@ import torch
 from reasonlab.report import figure, table
 
 SLOPE_TOLERANCE = 0.1
-SEEDS_PER_QUERY = 8
+SEEDS_PER_QUERY = 8  # omega draws per query and m on a model's head (4 queries)
+RANDOM_CASES = 32  # random (q, K, V) cases, one omega each per m (the default check)
 HEAD = 0
 
 
@@ -38,7 +39,7 @@ def _sources(out: Path, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     from reasonlab.runs import RunDir
     from reasonlab.tasks import build_task
 
-    sources: dict[str, dict[str, Any]] = {"random inputs": gap_curve()}
+    sources: dict[str, dict[str, Any]] = {"random inputs": gap_curve(seeds=RANDOM_CASES)}
     for name, summary in result["runs"].items():
         if summary.get("status") != "completed":
             continue
