@@ -152,3 +152,19 @@ def run_cli(args: list, capsys) -> tuple[int, str, str]:
         main([str(arg) for arg in args])
     out, err = capsys.readouterr()
     return info.value.code, out, err
+
+
+def interrupt_at_loss(monkeypatch, call: int) -> None:
+    """Raises KeyboardInterrupt (what Ctrl-C and, in run and study, SIGTERM raise) when the
+    training loop computes its loss for the ``call``-th time."""
+    import reasonlab.train as train_module
+
+    real, calls = train_module.step_loss, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(train_module, "step_loss", interrupted)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.main import get_command
 
-from conftest import STUDY_TINY, read_metrics, run_cli, tiny_config
+from conftest import STUDY_TINY, interrupt_at_loss, read_metrics, run_cli, tiny_config
 from reasonlab import __version__
 from reasonlab.cli import app
 from reasonlab.config import ConfigError, RunConfig, config_from_dict, key_paths
@@ -227,22 +227,6 @@ def test_config_bad_input(args, named, capsys):
 
 
 # ----------------------------------------------------------------------------- interrupts
-
-
-def interrupt_at_loss(monkeypatch, call: int) -> None:
-    """Raises KeyboardInterrupt (what Ctrl-C and, in run and study, SIGTERM raise) when the
-    training loop computes its loss for the ``call``-th time."""
-    import reasonlab.train as train_module
-
-    real, calls = train_module.step_loss, []
-
-    def interrupted(*args):
-        calls.append(1)
-        if len(calls) == call:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(train_module, "step_loss", interrupted)
 
 
 def test_an_interrupted_run_says_what_it_kept_and_how_to_resume(

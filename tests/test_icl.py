@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import interrupt_at_loss, run_cli
 from reasonlab.analysis.icl import baseline_errors, split_prompts
 from reasonlab.config import ICLTaskConfig, config_from_dict
 from reasonlab.tasks import build_task
@@ -220,22 +220,12 @@ def test_history_takes_the_lowest_error_and_the_first_step_at_or_below():
 
 
 def test_an_interrupted_vector_run_resumes_to_the_same_metrics(tmp_path, monkeypatch):
-    import reasonlab.train as train_module
-
     config = icl_config()
     whole = train(config, tmp_path / "whole")
-    real, calls = train_module.step_loss, []
-
-    def interrupted(*args):
-        calls.append(1)
-        if len(calls) == 6:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(train_module, "step_loss", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "split")
-    monkeypatch.setattr(train_module, "step_loss", real)
+    with monkeypatch.context() as patch:
+        interrupt_at_loss(patch, 6)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, tmp_path / "split")
     resumed = train(config, tmp_path / "split", resume=True)
     assert resumed["final"] == whole["final"] and resumed["step"] == 8
     metrics = [
@@ -302,16 +292,20 @@ def test_icl_dual_study_checks_random_initial_and_trained_heads(tmp_path, monkey
 
     monkeypatch.setattr(icl_dual, "RANDOM_CASES", 4)  # fewer draws: the identities are exact
     monkeypatch.setattr(icl_dual, "SEEDS_PER_QUERY", 2)
+    monkeypatch.setattr(icl_dual, "MODEL_MS", (64, 256))
     result = run_study("icl-dual", out=tmp_path / "study", overrides=STUDY_TINY_ICL)
     sources = result["analysis"]["sources"]
+    heads = [f"layer 0 head {head}" for head in (0, 1)]
     assert list(sources) == [
         "random inputs",
         "icl-linear-s0 initial, layer 0 head 0",
-        "icl-linear-s0 trained, layer 0 head 0",
+        *(f"icl-linear-s0 trained, {head}" for head in heads),
     ]
     for gaps in sources.values():
         assert max(gaps["dual_vs_rf"]) < 1e-10
         assert gaps.get("softmax_vs_layer", 0.0) < 1e-10
+    groups = [claim.split(":")[0] for claim in result["analysis"]["claims"]]
+    assert groups == ["random inputs", "icl-linear-s0 initial", "icl-linear-s0 trained"]
     assert (
         "Softmax attention as one gradient step" in (tmp_path / "study" / "report.html").read_text()
     )
@@ -341,3 +335,25 @@ def test_data_writes_the_test_prompts_that_training_is_scored_on(tmp_path, capsy
     xs, ys = split_prompts(probe)
     assert torch.allclose(torch.tensor([line["x"] for line in lines]), xs.float())
     assert torch.allclose(torch.tensor([line["y"] for line in lines]), ys.float())
+
+
+@pytest.mark.parametrize("name", ["icl-dual", "icl-regression", "icl-variants"])
+def test_paper_preset_starts_and_runs_a_few_steps_on_cpu(name, tmp_path):
+    """The paper preset's first variant at its model size (12 x 256, d = 20, 41 points, the
+    curriculum) trains two steps on the CPU; batch and probe shrunk for a test."""
+    from reasonlab.studies import STUDIES, study_configs
+
+    overrides = [
+        "train.device=cpu",
+        "train.steps=2",
+        "train.batch_size=2",
+        "task.num_test=2",
+        "eval.batch_size=2",
+        "eval.at_start=false",
+        "log.checkpoints=none",
+        "log.progress=false",
+    ]
+    run_name, config = next(iter(study_configs(STUDIES[name], "paper", 1, overrides).items()))
+    assert (config.task.dim, config.task.n_points, config.model.n_layers) == (20, 41, 12)
+    summary = train(config, tmp_path / run_name)
+    assert summary["status"] == "completed" and summary["num_parameters"] > 9_000_000

@@ -340,7 +340,7 @@ def tiny_reference(tmp_path_factory) -> Path:
 def test_internal_failure_is_recorded_as_failed_with_the_error(
     tiny_reference, tmp_path, monkeypatch, write_yaml, restore_sigterm, capsys
 ):
-    real, calls = train_module.completion_loss, []
+    real, calls = train_module.step_loss, []
 
     def failing(*args):
         calls.append(1)
@@ -348,7 +348,7 @@ def test_internal_failure_is_recorded_as_failed_with_the_error(
             raise RuntimeError("simulated failure in step 7")
         return real(*args)
 
-    monkeypatch.setattr(train_module, "completion_loss", failing)
+    monkeypatch.setattr(train_module, "step_loss", failing)
     config = write_yaml(yaml.safe_dump(TINY_RUN))
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated failure"):  # exit code 1 in a process
@@ -358,7 +358,7 @@ def test_internal_failure_is_recorded_as_failed_with_the_error(
     assert summary["error"] == "RuntimeError: simulated failure in step 7"
     assert [r["step"] for r in read_metrics(out)] == [0, 2, 4, 6]
     # a failed run resumes from its last checkpoint to the uninterrupted metrics
-    monkeypatch.setattr(train_module, "completion_loss", real)
+    monkeypatch.setattr(train_module, "step_loss", real)
     with pytest.raises(SystemExit) as info:
         main(["run", "--resume", str(out)])
     assert info.value.code == 0, capsys.readouterr().err

@@ -20,6 +20,7 @@ import yaml
 from conftest import (
     STUDY_TINY,
     TINY_RUN,
+    interrupt_at_loss,
     run_cli,
     snapshot,
     tiny_config,
@@ -323,17 +324,7 @@ def test_warmup_longer_than_training_is_noted(tmp_path, capsys):
 
 
 def test_an_interrupted_summary_says_where_it_stopped(tmp_path, monkeypatch):
-    import reasonlab.train as train_module
-
-    real, calls = train_module.step_loss, []
-
-    def interrupted(*args):
-        calls.append(1)
-        if len(calls) == 6:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(train_module, "step_loss", interrupted)
+    interrupt_at_loss(monkeypatch, 6)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(), out)

@@ -167,7 +167,7 @@ def test_every_study_expands_and_its_cpu_data_builds(name):
     assert study_configs(spec, "paper", seeds=1)
     for config in study_configs(spec, "cpu", seeds=1).values():
         data = build_task(config.task)
-        assert data.probes and len(data.train_tokens) > 0
+        assert data.probes and data.batch(0, 2, config.train.seed).units > 0
         if config.task.kind != "twohop":
             continue
         assert data.stats["twohop_train_facts"] == round(config.task.lam * 1900)

@@ -376,6 +376,19 @@ def _write(result: dict[str, Any], folder: Path, title: str, stem: str = "dual")
     plot_gaps(result, title, folder / f"{stem}.png")
 
 
+def variance_scale(cases: Sequence[Case]) -> float:
+    """The median over queries of max_i exp(|q' + k'_i|^2) - 1 (q' = d^(-1/4) q, k' likewise):
+    one positive random feature's relative variance for the query's largest term,
+    Var[phi(q').phi(k')] / E[...]^2 = exp(|q' + k'|^2) - 1 per feature. The m^(-1/2) rate of
+    the random-feature gap shows once m is well above it; below, the gap falls more slowly."""
+    scales = []
+    for q, K, _ in cases:
+        scale = q.shape[-1] ** -0.25
+        largest = float(((q + K) * scale).pow(2).sum(-1).max())
+        scales.append(math.expm1(min(largest, 700.0)))
+    return float(torch.tensor(scales, dtype=torch.float64).median())
+
+
 def head_gaps(
     model: Any, inputs: Tensor, layer: int, head: int, ms: Sequence[int], seeds: int
 ) -> dict[str, Any]:
@@ -397,6 +410,7 @@ def head_gaps(
     return {
         "layer": layer,
         "head": head,
+        "variance_scale": variance_scale(cases),
         "queries": [[row, position] for row in range(len(cases))],
         "seeds": seeds,
         "softmax_vs_layer": max(layer_gaps),
