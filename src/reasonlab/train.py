@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from reasonlab.config import (
     ConfigError,
+    ModelConfig,
     RunConfig,
     TrainConfig,
     apply_overrides,
@@ -86,6 +87,12 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     floor = cfg.min_lr_ratio * cfg.lr
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_task_model(model_config: ModelConfig, data: Task) -> nn.Module:
+    """The model of ``model_config`` reading and writing what the task does (``Task.io``)."""
+    io = data.io()
+    return build_model(model_config, io.vocab_size, io.max_seq_len, io.input_dim, io.output_dim)
 
 
 def step_loss(model: nn.Module, data: Task, batch: Batch) -> Tensor:
@@ -176,10 +183,7 @@ def train(
     if data.resolved:  # what the data decides (e.g. the CoT pattern of a data_dir folder)
         config = config.model_copy(update={"task": config.task.model_copy(update=data.resolved)})
     torch.manual_seed(config.train.seed)
-    io = data.io()
-    model = build_model(
-        config.model, io.vocab_size, io.max_seq_len, io.input_dim, io.output_dim
-    ).to(device)
+    model = build_task_model(config.model, data).to(device)
     optimizer = make_optimizer(model, config.train)
     # Only now, with data and model built (bad input already refused), touch the folder.
     if resume:

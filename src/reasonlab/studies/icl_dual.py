@@ -30,11 +30,10 @@ MODEL_MS = (1024, 4096, 16384, 65536, 262144)
 
 def _initial_model(config: Any, data: Any) -> Any:
     """The run's model as training started: the same build after the same seed."""
-    from reasonlab.models.build import build_model
+    from reasonlab.train import build_task_model
 
-    io = data.io()
     torch.manual_seed(config.train.seed)
-    return build_model(config.model, io.vocab_size, io.max_seq_len, io.input_dim, io.output_dim)
+    return build_task_model(config.model, data)
 
 
 def _sources(out: Path, result: dict[str, Any]) -> dict[str, dict[str, Any]]:

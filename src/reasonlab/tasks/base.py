@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,17 +24,16 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Metric:
-    """What a task's probe numbers are: their label for plots, their direction, their range."""
+    """What a task's probe numbers are: their label for plots and their direction."""
 
     label: str
     higher_is_better: bool
-    bounded: bool  # in [0, 1] (an accuracy): plots use that range
 
     def as_dict(self) -> dict[str, Any]:
         return {"label": self.label, "higher_is_better": self.higher_is_better}
 
 
-ACCURACY = Metric("exact-match accuracy", higher_is_better=True, bounded=True)
+ACCURACY = Metric("exact-match accuracy", higher_is_better=True)
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,6 @@ class Batch:
 class Task:
     """The interface of every kind of task (see the module docstring)."""
 
-    io_kind: Literal["tokens", "vectors"] = "tokens"
     metric: Metric = ACCURACY
     vocab: list[str] | None  # the token of each id; None for a task of vectors
     probes: dict[str, Any]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -34,7 +33,7 @@ from torch import Tensor
 from reasonlab.config import ICLTaskConfig
 from reasonlab.tasks.base import Batch, Metric, ModelIO, RegressionProbe, Task
 
-SQUARED_ERROR = Metric("squared error / E[f(x)²]", higher_is_better=False, bounded=False)
+SQUARED_ERROR = Metric("squared error / E[f(x)²]", higher_is_better=False)
 
 
 def _generator(*parts: int | str) -> torch.Generator:
@@ -130,7 +129,6 @@ def report_points(cfg: ICLTaskConfig) -> list[int]:
 class ICLTask(Task):
     """In-context regression as a vector task (see the module docstring)."""
 
-    io_kind: Literal["tokens", "vectors"] = "vectors"
     metric = SQUARED_ERROR
 
     def __init__(self, cfg: ICLTaskConfig):
