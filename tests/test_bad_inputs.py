@@ -251,7 +251,6 @@ config_case(
 config_case("heads_do_not_divide_width", "model.n_heads", model={"d_model": 30, "n_heads": 4})
 config_case("betas_out_of_range", "train.betas", train={"betas": [0.9, 1.5]})
 config_case("unknown_device", "train.device", train={"device": "tpu"})
-config_case("bf16_on_cpu", "train.precision", train={"precision": "bf16"})
 override_case("zero_batch_size", "train.batch_size", "train.batch_size=0")
 override_case("zero_steps", "train.steps", "train.steps=0")
 override_case("zero_eval_interval", "eval.every", "eval.every=0")

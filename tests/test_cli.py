@@ -189,9 +189,29 @@ def test_bench_step_mamba_times_every_peer_on_the_same_shape(capsys):
     assert counts["reasonlab"] == counts["mambapy"] == counts["transformers_mamba"]
 
 
+def test_bench_step_gpt_compares_with_transformers_per_precision(capsys):
+    """Both models in each precision asked for, with FLOPs, matmul rates and utilization."""
+    pytest.importorskip("transformers")
+    args = ["bench", "step", "--layers", "1", "--width", "16", "--batch", "4", "--seq-len", "5"]
+    code, out, err = run_cli([*args, "--repeats", "1", "--precision", "both"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    methods = {f"{m}_{p}" for m in ("reasonlab", "transformers_gpt2") for p in ("fp32", "bf16")}
+    assert set(result["median_ms"]) == set(result["utilization"]) == methods
+    assert set(result["matmul_gflops"]) == {"fp32", "bf16"}
+    assert set(result["speedup_vs_transformers"]) == {"fp32", "bf16"}
+    assert result["step_gflop"] > 0 and "| reasonlab_bf16 |" in err
+
+
 @pytest.mark.parametrize(
     ("args", "field"),
-    [(["step", "--model", "rwkv"], "--model"), (["eval"], "--run"), (["nope"], "NAME")],
+    [
+        (["step", "--model", "rwkv"], "--model"),
+        (["eval"], "--run"),
+        (["nope"], "NAME"),
+        (["step", "--shape", "huge"], "--shape"),
+        (["step", "--precision", "fp8"], "--precision"),
+    ],
 )
 def test_bench_refuses_bad_choices(args, field, capsys):
     code, _, err = run_cli(["bench", *args], capsys)

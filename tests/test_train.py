@@ -384,3 +384,49 @@ def test_resume_refuses_a_truncated_checkpoint(interrupted_run, tmp_path):
     with pytest.raises(ConfigError) as info:
         train(tiny_config(*RESUME_OVERRIDES), run, resume=True)
     assert str(path) in str(info.value)
+
+
+def test_eval_sample_scores_a_fixed_subset_before_the_last_evaluation(reference_run, tmp_path):
+    """eval.sample: training is untouched (same losses), the last evaluation scores every row
+    (the same record as without sampling), the earlier ones score the same subset each time:
+    equal to evaluating that subset directly."""
+    from reasonlab.evaluate import evaluate
+    from reasonlab.tasks import build_task
+    from reasonlab.tasks.base import sample_probes
+
+    train(tiny_config("eval.sample=7"), tmp_path / "s")
+    sampled, full = read_metrics(tmp_path / "s"), read_metrics(reference_run)
+    assert [r["loss"] for r in sampled] == [r["loss"] for r in full]
+    assert without_elapsed(sampled)[-1] == without_elapsed(full)[-1]
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert any("eval.sample" in note for note in summary["notes"])
+    config = tiny_config()
+    data = build_task(config.task)
+    subset = sample_probes(data.probes, 7, config.train.seed)
+    assert all(len(p) == min(7, len(data.probes[n])) for n, p in subset.items())
+    run = RunDir(tmp_path / "s")
+    step = SCHEDULE[0]
+    scores = evaluate(run.load_model(step), subset, config.eval.batch_size)
+    record = next(r for r in sampled if r["step"] == step)
+    assert all(record[key] == value for key, value in scores.items())
+
+
+def test_sample_probes_is_a_fixed_ordered_subset():
+    from reasonlab.tasks import build_task
+    from reasonlab.tasks.base import sample_probes
+
+    probes = build_task(tiny_config().task).probes
+    first, again = sample_probes(probes, 5, 0), sample_probes(probes, 5, 0)
+    other_seed = sample_probes(probes, 5, 1)
+    for name, probe in probes.items():
+        chosen = first[name]
+        assert torch.equal(chosen.tokens, again[name].tokens)
+        rows = [
+            i
+            for i in range(len(probe))
+            if any(torch.equal(probe.tokens[i], t) for t in chosen.tokens)
+        ]
+        assert len(rows) >= len(chosen) == min(5, len(probe))
+    assert any(
+        not torch.equal(first[n].tokens, other_seed[n].tokens) for n in probes if len(probes[n]) > 5
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +23,33 @@ from torch import nn
 from reasonlab.config import ConfigError, GPTModelConfig, MambaModelConfig
 from reasonlab.models.build import build_model
 from reasonlab.models.gpt import GPT, GPTConfig
+from reasonlab.precision import autocast_context, cpu_has_bf16_units
+
+
+def _stepper(
+    model: nn.Module,
+    logits_of: Callable[[torch.Tensor], torch.Tensor],
+    tokens: torch.Tensor,
+    bf16: bool = False,
+) -> Callable[[], float]:
+    """A function that runs one training step (forward, cross-entropy in fp32, backward, AdamW;
+    under bf16 autocast when ``bf16``, fp32 weights as in a run) and returns its seconds."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    device = next(model.parameters()).device
+
+    def step() -> float:
+        started = time.perf_counter()
+        with autocast_context(device, bf16):
+            logits = logits_of(tokens[:, :-1])
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return time.perf_counter() - started
+
+    return step
 
 
 def _time_steps(
@@ -32,18 +59,54 @@ def _time_steps(
     repeats: int,
     warmup: int,
 ) -> list[float]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    step = _stepper(model, logits_of, tokens)
+    return [step() for _ in range(warmup + repeats)][warmup:]
+
+
+def matmul_rate(dtype: torch.dtype, size: int = 1024, seconds: float = 0.5) -> float:
+    """Achieved GFLOP/s of a (size x size) @ (size x size) matmul in ``dtype`` on the CPU with
+    torch's threads: the median of repeats filling about ``seconds`` after one warm-up."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    started = time.perf_counter()
+    a @ b
+    once = max(time.perf_counter() - started, 1e-6)
     times = []
-    for i in range(warmup + repeats):
+    for _ in range(max(3, min(50, int(seconds / once)))):
         started = time.perf_counter()
-        logits = logits_of(tokens[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - started)
-    return times
+        a @ b
+        times.append(time.perf_counter() - started)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def gpt_step_flops(
+    n_layers: int, d_model: int, vocab_size: int, batch_size: int, seq_len: int
+) -> float:
+    """Floating-point operations of one training step of a GPT (MLP 4 x width) on sequences of
+    ``seq_len`` tokens (``seq_len - 1`` inputs): matmuls only, backward = 2 x forward. Per token
+    and layer 24 d^2 (QKV 6, output 2, MLP 16) and 4 t d for scores and values over the t keys a
+    causal query sees (t/2 on average), and 2 d V for the unembedding."""
+    tokens = batch_size * (seq_len - 1)
+    mean_keys = seq_len / 2
+    per_token = n_layers * (24 * d_model**2 + 4 * mean_keys * d_model) + 2 * d_model * vocab_size
+    return 3.0 * tokens * per_token
+
+
+def _hf_gpt2(n_layers: int, d_model: int, n_heads: int, vocab_size: int, seq_len: int) -> Any:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=seq_len,
+        n_embd=d_model,
+        n_layer=n_layers,
+        n_head=n_heads,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=vocab_size - 1,
+        eos_token_id=vocab_size - 1,
+    )
+    return GPT2LMHeadModel(config)
 
 
 def step_time(
@@ -55,7 +118,12 @@ def step_time(
     seq_len: int = 5,
     repeats: int = 20,
     warmup: int = 3,
+    precisions: Sequence[str] = ("fp32",),
 ) -> dict[str, Any]:
+    """Milliseconds per training step of reasonlab's GPT and Hugging Face's GPT-2 of the same
+    shape on the same batch, in each of ``precisions`` (fp32; bf16 = bf16 autocast for both),
+    the methods alternated step by step so that the machine's drift hits both alike; with the
+    step's FLOPs, the machine's matmul rate in each precision and the utilization."""
     torch.manual_seed(0)
     tokens = torch.randint(0, vocab_size, (batch_size, seq_len))
     ours = GPT(
@@ -67,6 +135,7 @@ def step_time(
             n_heads=n_heads,
         )
     )
+    flops = gpt_step_flops(n_layers, d_model, vocab_size, batch_size, seq_len)
     results: dict[str, Any] = {
         "shape": {
             "n_layers": n_layers,
@@ -78,33 +147,71 @@ def step_time(
         },
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "cpu_bf16_units": cpu_has_bf16_units(),
+        "auto_precision": "bf16" if cpu_has_bf16_units() else "fp32",
         "parameters": ours.num_parameters(),
+        "step_gflop": round(flops / 1e9, 3),
     }
-    timings = {"reasonlab": _time_steps(ours, ours, tokens, repeats, warmup)}
+    models: dict[str, tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]] = {
+        "reasonlab": (ours, ours)
+    }
     try:
-        from transformers import GPT2Config, GPT2LMHeadModel
+        hf = _hf_gpt2(n_layers, d_model, n_heads, vocab_size, seq_len)
     except ImportError:
         results["transformers"] = "not installed (pip install 'reasonlab[hf]')"
     else:
-        config = GPT2Config(
-            vocab_size=vocab_size,
-            n_positions=seq_len,
-            n_embd=d_model,
-            n_layer=n_layers,
-            n_head=n_heads,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            bos_token_id=vocab_size - 1,
-            eos_token_id=vocab_size - 1,
-        )
-        hf = GPT2LMHeadModel(config)
-        timings["transformers_gpt2"] = _time_steps(
-            hf, lambda x: hf(input_ids=x).logits, tokens, repeats, warmup
-        )
+        models["transformers_gpt2"] = (hf, lambda x: hf(input_ids=x).logits)
+    timings: dict[str, list[float]] = {}
+    for precision in precisions:
+        steppers = {
+            f"{name}_{precision}": _stepper(model, logits_of, tokens, precision == "bf16")
+            for name, (model, logits_of) in models.items()
+        }
+        for step in steppers.values():
+            for _ in range(warmup):
+                step()
+        for _ in range(repeats):  # alternated, so that the machine's drift hits both alike
+            for key, step in steppers.items():
+                timings.setdefault(key, []).append(step())
+    rates = {p: matmul_rate(torch.bfloat16 if p == "bf16" else torch.float32) for p in precisions}
+    results["matmul_gflops"] = {p: round(r, 1) for p, r in rates.items()}
     results["median_ms"] = {k: round(1000 * statistics.median(v), 2) for k, v in timings.items()}
     results["min_ms"] = {k: round(1000 * min(v), 2) for k, v in timings.items()}
+    results["achieved_gflops"] = {
+        k: round(flops / statistics.median(v) / 1e9, 1) for k, v in timings.items()
+    }
+    results["utilization"] = {
+        k: round(flops / statistics.median(v) / 1e9 / rates[k.rsplit("_", 1)[1]], 3)
+        for k, v in timings.items()
+    }
+    for precision in precisions:
+        ours_ms = results["median_ms"].get(f"reasonlab_{precision}")
+        peer_ms = results["median_ms"].get(f"transformers_gpt2_{precision}")
+        if ours_ms and peer_ms:
+            results.setdefault("speedup_vs_transformers", {})[precision] = round(
+                peer_ms / ours_ms, 2
+            )
     return results
+
+
+def format_step_table(result: dict[str, Any]) -> str:
+    """A markdown table of ``step_time``'s result: per method and precision, median and min ms,
+    achieved GFLOP/s and utilization of the machine's matmul rate in that precision."""
+    shape = result["shape"]
+    lines = [
+        f"GPT {shape['n_layers']} x {shape['d_model']}, batch {shape['batch_size']} x "
+        f"{shape['seq_len']}, {result['step_gflop']} GFLOP a step, {result['threads']} threads; "
+        f"matmul GFLOP/s: " + ", ".join(f"{p} {r}" for p, r in result["matmul_gflops"].items()),
+        "",
+        "| method | median ms | min ms | GFLOP/s | utilization |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, median in result["median_ms"].items():
+        lines.append(
+            f"| {key} | {median} | {result['min_ms'][key]} | {result['achieved_gflops'][key]} | "
+            f"{result['utilization'][key]:.1%} |"
+        )
+    return "\n".join(lines)
 
 
 class MambapyLM(nn.Module):

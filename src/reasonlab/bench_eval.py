@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from reasonlab.evaluate import evaluate
+from reasonlab.precision import uses_bf16
 from reasonlab.runs import RunDir, check_data_fingerprint
 from reasonlab.tasks import build_task
 
@@ -56,8 +57,8 @@ def eval_benchmark(
     torch_device = torch.device(device)
     model = run.load_model(step, config).to(torch_device)
     batch_size = batch_size or config.eval.batch_size
-    # as in training: bf16 autocast on CUDA unless the run asked for fp32
-    autocast = torch_device.type == "cuda" and config.train.precision in ("auto", "bf16")
+    # as in training (reasonlab.precision)
+    autocast = uses_bf16(config.train, torch_device)
 
     def score(path: str, name: str) -> tuple[float, float, dict[str, float]]:
         started, cpu_started = time.perf_counter(), time.process_time()

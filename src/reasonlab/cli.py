@@ -355,11 +355,13 @@ def analyze_trace(
     typer.echo(f"wrote {Path(run_dir) / 'analysis'}")
 
 
-# Shapes of ``bench step`` when not given: the quick CoT model, and a COPY-like Mamba.
+# Shapes of ``bench step`` when not given: the quick CoT model, and a COPY-like Mamba; --shape
+# wide is the GPT 8 x 512 on the same batch.
 STEP_SHAPES = {
     "gpt": {"n_layers": 4, "d_model": 128, "batch_size": 512, "seq_len": 5},
     "mamba": {"n_layers": 2, "d_model": 128, "batch_size": 64, "seq_len": 41},
 }
+WIDE_GPT = {"n_layers": 8, "d_model": 512}
 
 
 @app.command()
@@ -373,6 +375,15 @@ def bench(
         "incremental decoding vs full recomputation (--run).",
     ),
     model: str = typer.Option("gpt", "--model", help="step: gpt or mamba."),
+    shape: str = typer.Option(
+        "quick", "--shape", help="step gpt: quick (4 x 128) or wide (8 x 512), batch 512 x 5."
+    ),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="step gpt: fp32, bf16 (autocast, both models) or both; auto: fp32, and bf16 too "
+        "where the CPU has bf16 matrix units (or on CUDA).",
+    ),
     n_layers: int | None = typer.Option(
         None, "--layers", min=1, help="step: blocks (default: gpt 4, mamba 2)."
     ),
@@ -442,11 +453,15 @@ def bench(
         raise ConfigError(f"NAME: unknown benchmark {name!r} (known: step, scan, eval)")
     if model not in STEP_SHAPES:
         raise ConfigError(f"--model: {model!r} is not one of {', '.join(STEP_SHAPES)}")
-    shape = STEP_SHAPES[model]
-    n_layers = n_layers or shape["n_layers"]
-    d_model = d_model or shape["d_model"]
-    batch_size = batch_size or shape["batch_size"]
-    seq_len = seq_len or shape["seq_len"]
+    if shape not in ("quick", "wide"):
+        raise ConfigError(f"--shape: {shape!r} is not quick or wide")
+    if precision not in ("auto", "fp32", "bf16", "both"):
+        raise ConfigError(f"--precision: {precision!r} is not auto, fp32, bf16 or both")
+    defaults = {**STEP_SHAPES[model], **(WIDE_GPT if shape == "wide" else {})}
+    n_layers = n_layers or defaults["n_layers"]
+    d_model = d_model or defaults["d_model"]
+    batch_size = batch_size or defaults["batch_size"]
+    seq_len = seq_len or defaults["seq_len"]
     if model == "mamba":
         from reasonlab.bench import mamba_step_time
 
@@ -460,10 +475,15 @@ def bench(
         )
         typer.echo(json.dumps(result, indent=2))
         return
-    from reasonlab.bench import step_time
+    from reasonlab.bench import format_step_table, step_time
+    from reasonlab.precision import cpu_has_bf16_units
 
     if d_model % n_heads:
         raise ConfigError(f"--width: {d_model} is not divisible by --heads {n_heads}")
+    precisions = {
+        "auto": ("fp32", "bf16") if cpu_has_bf16_units() else ("fp32",),
+        "both": ("fp32", "bf16"),
+    }.get(precision, (precision,))
     result = step_time(
         n_layers,
         d_model,
@@ -471,7 +491,9 @@ def bench(
         batch_size=batch_size,
         seq_len=seq_len,
         repeats=repeats or 20,
+        precisions=precisions,
     )
+    typer.echo(format_step_table(result), err=True)
     typer.echo(json.dumps(result, indent=2))
 
 

@@ -438,7 +438,9 @@ class TrainConfig(StrictModel):
     seed: int = Field(0, description="seed of the initialization and the batch order")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast on CUDA, fp32 on a CPU"
+        "auto",
+        description="auto: bf16 autocast on CUDA and on a CPU with bf16 matrix units (AMX, "
+        "AVX512-BF16), else fp32; bf16: autocast anywhere; fp32: none",
     )
 
     @field_validator("betas")
@@ -466,6 +468,12 @@ class EvalConfig(StrictModel):
         "error (icl), the error at or below which it counts",
     )
     batch_size: int = Field(1024, ge=1, le=1_048_576, description="sequences per eval batch")
+    sample: int | None = Field(
+        None,
+        ge=1,
+        description="rows per probe scored at the evaluations before the last (a fixed random "
+        "subset, the same each time); null: every row. The last evaluation scores every row",
+    )
     at_start: bool = Field(True, description="also evaluate the untrained model at step 0")
 
 

@@ -30,13 +30,13 @@ in the last bits, which changes an argmax only between (nearly) tied logits.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from reasonlab.models.base import DecodingState
+from reasonlab.precision import autocast_context
 from reasonlab.tasks.base import Probe, RegressionProbe
 
 
@@ -220,10 +220,6 @@ def _prompt_order(prompts: Tensor) -> Tensor:
     return order
 
 
-def _autocast(autocast: bool) -> AbstractContextManager[object]:
-    return torch.autocast("cuda", dtype=torch.bfloat16) if autocast else nullcontext()
-
-
 def _stage_rows(position: int | Tensor, rows: slice | Tensor, device: torch.device) -> Tensor:
     """Each row's position of a stage (one int for all rows, or an (N,) tensor) as (n, 1)."""
     if isinstance(position, Tensor):
@@ -286,7 +282,7 @@ def score_probe(
     counts = torch.zeros(2 + len(stages), dtype=torch.long, device=device)
     forced_counts = torch.zeros(3, dtype=torch.long, device=device)
     answer = dict(stages).get("answer")
-    with torch.inference_mode(), _autocast(autocast):
+    with torch.inference_mode(), autocast_context(device, autocast):
         for start in range(0, n, batch_size):
             rows = slice(start, start + batch_size)
             tokens = all_tokens[rows].to(device)
@@ -343,7 +339,7 @@ def score_probe_recompute(
     stage_correct = {name: 0 for name in probe.stages}
     tail = probe.stages.get("tail")
     tail = tail if isinstance(tail, int) else None
-    with _autocast(autocast):
+    with autocast_context(device, autocast):
         for start in range(0, len(probe), batch_size):
             rows = slice(start, start + batch_size)
             tokens = probe.tokens[rows].to(device)
@@ -386,7 +382,7 @@ def regression_errors(
     for start in range(0, len(probe), batch_size):
         inputs = probe.inputs[start : start + batch_size].to(device)
         targets = probe.targets[start : start + batch_size].to(device)
-        with _autocast(autocast):
+        with autocast_context(device, autocast):
             outputs = model(inputs)[:, probe.positions.to(device)]
         squared = (outputs.float() - targets.float()).pow(2).sum(-1)  # (batch, k)
         total += squared.double().sum(0).cpu()

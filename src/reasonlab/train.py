@@ -13,7 +13,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from reasonlab.config import (
 )
 from reasonlab.evaluate import evaluate
 from reasonlab.models.build import build_model
+from reasonlab.precision import autocast_context, precision_notes, uses_bf16
 from reasonlab.progress import Progress
 from reasonlab.runs import (
     RunDir,
@@ -41,7 +41,7 @@ from reasonlab.runs import (
     write_json,
 )
 from reasonlab.tasks import Task, build_task
-from reasonlab.tasks.base import Batch
+from reasonlab.tasks.base import Batch, sample_probes
 
 RESERVED_KEYS = ("step", "loss", "lr", "tokens", "elapsed_s")
 
@@ -53,12 +53,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device: {name} requested but CUDA is not available")
     return device
-
-
-def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    if cfg.precision == "bf16" and device.type != "cuda":
-        raise ConfigError("train.precision: bf16 autocast is only used on CUDA; use fp32 or auto")
-    return device.type == "cuda" and cfg.precision in ("auto", "bf16")
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -213,6 +207,12 @@ def _train_locked(
 ) -> dict[str, Any]:
     config, run, data = state.config, state.run, state.data
     notes = list(data.notes) + schedule_notes(config.train)
+    notes += precision_notes(config.train, state.device)
+    if config.eval.sample is not None:
+        notes.append(
+            f"evaluations before step {config.train.steps} scored at most {config.eval.sample} "
+            "rows per probe (eval.sample); the last one every row"
+        )
     fingerprint = data.fingerprint()
     if resume:
         notes = _prepare_resume(state, fingerprint, notes, allow_data_change, on_resume)
@@ -227,6 +227,7 @@ def _train_locked(
         "status": "running",
         "steps": config.train.steps,
         "device": str(state.device),
+        "precision": "bf16" if state.autocast else "fp32",
         "num_parameters": sum(p.numel() for p in state.model.parameters()),
         "data_fingerprint": fingerprint,
         "data_stats": data.stats,
@@ -372,14 +373,19 @@ def _loop(state: Training) -> None:
     train_cfg, eval_cfg = config.train, config.eval
     progress, history, optimizer = state.progress, state.history, state.optimizer
     assert progress is not None
-    context = torch.autocast("cuda", dtype=torch.bfloat16) if state.autocast else nullcontext()
+    context = autocast_context(device, state.autocast)
     if device.type == "cuda":
         data.pin_memory()
     model_shape = data.io().shape()
 
+    sampled = data.probes
+    if eval_cfg.sample is not None:
+        sampled = sample_probes(data.probes, eval_cfg.sample, config.train.seed)
+
     def log_evaluation(step: int, loss: float | None) -> dict[str, Any]:
         progress.evaluating(step)
-        accuracies = evaluate(model, data.probes, eval_cfg.batch_size, device, state.autocast)
+        probes = data.probes if step == train_cfg.steps else sampled
+        accuracies = evaluate(model, probes, eval_cfg.batch_size, device, state.autocast)
         record = {
             "step": step,
             **accuracies,

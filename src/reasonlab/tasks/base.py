@@ -14,7 +14,7 @@ decoding) and vector tasks (``tasks/icl.py``: in-context regression, scored by s
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -139,6 +139,17 @@ class Probe:
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
+
+    def subset(self, rows: Tensor) -> Probe:
+        """The probe of the given rows (an index tensor), in that order."""
+        stages = {k: p[rows] if isinstance(p, Tensor) else p for k, p in self.stages.items()}
+        return replace(
+            self,
+            tokens=self.tokens[rows],
+            given=self.given[rows],
+            scored=self.scored[rows],
+            stages=stages,
+        )
 
 
 def next_token_loss(logits: Tensor, batch: Batch) -> Tensor:
@@ -284,3 +295,24 @@ class RegressionProbe:
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
+
+    def subset(self, rows: Tensor) -> RegressionProbe:
+        """The probe of the given rows (an index tensor), in that order."""
+        return replace(self, inputs=self.inputs[rows], targets=self.targets[rows])
+
+
+def sample_probes(
+    probes: dict[str, Probe] | dict[str, RegressionProbe], rows: int, seed: int = 0
+) -> dict[str, Any]:
+    """Each probe cut to at most ``rows`` rows: a random subset drawn once from ``seed`` and the
+    probe's name, kept in the probe's order (the same subset at every call)."""
+    sampled: dict[str, Any] = {}
+    for name, probe in probes.items():
+        if len(probe) <= rows:
+            sampled[name] = probe
+            continue
+        digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+        chosen = torch.randperm(len(probe), generator=generator)[:rows].sort().values
+        sampled[name] = probe.subset(chosen)
+    return sampled
