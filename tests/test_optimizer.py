@@ -165,3 +165,33 @@ def test_mamba_a_log_and_d_are_not_decayed():
     assert not any(n.endswith(("A_log", ".D")) for n in decayed)
     assert {"blocks.0.mixer.in_proj.weight", "blocks.1.mixer.x_proj.weight"} <= decayed
     assert len(decayed) + len(optimizer.param_groups[1]["params"]) == len(names)
+
+
+def test_the_fused_adamw_kernel_steps_like_the_default_one():
+    """make_optimizer uses AdamW's fused kernel on a CPU; after 5 steps with weight decay its
+    weights equal those of the default implementation (same groups) to within 1% of one step's
+    size lr: Adam divides by sqrt(v), which magnifies float rounding where gradients are near
+    zero, while a wrong update (decay, bias correction, betas) would be off by about lr."""
+    torch.manual_seed(0)
+    config = GPTModelConfig(n_layers=1, d_model=16, n_heads=2)
+    models = [build_model(config, 20, 8), build_model(config, 20, 8)]
+    models[1].load_state_dict(models[0].state_dict())
+    cfg = TrainConfig(lr=1e-2, weight_decay=1.0)  # decay's share of a step well above atol
+    fused = make_optimizer(models[0], cfg)
+    assert fused.defaults["fused"] is True
+    name_of = {id(p): n for n, p in models[0].named_parameters()}
+    twins = dict(models[1].named_parameters())
+    groups = [
+        {"params": [twins[name_of[id(p)]] for p in g["params"]], "weight_decay": g["weight_decay"]}
+        for g in fused.param_groups
+    ]
+    default = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=False)
+    tokens = torch.randint(0, 20, (4, 8))
+    for _ in range(5):
+        for model, optimizer in zip(models, (fused, default), strict=True):
+            optimizer.zero_grad()
+            logits = model(tokens[:, :-1])
+            F.cross_entropy(logits.reshape(-1, 20), tokens[:, 1:].reshape(-1)).backward()
+            optimizer.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0.0, atol=0.01 * cfg.lr)

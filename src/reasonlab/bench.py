@@ -24,6 +24,7 @@ from reasonlab.config import ConfigError, GPTModelConfig, MambaModelConfig
 from reasonlab.models.build import build_model
 from reasonlab.models.gpt import GPT, GPTConfig
 from reasonlab.precision import autocast_context, cpu_has_bf16_units
+from reasonlab.train import fused_adamw
 
 
 def _stepper(
@@ -34,8 +35,9 @@ def _stepper(
 ) -> Callable[[], float]:
     """A function that runs one training step (forward, cross-entropy in fp32, backward, AdamW;
     under bf16 autocast when ``bf16``, fp32 weights as in a run) and returns its seconds."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    device = next(model.parameters()).device
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-3, fused=fused_adamw(params))  # as a run
+    device = params[0].device
 
     def step() -> float:
         started = time.perf_counter()
