@@ -43,7 +43,8 @@ def one_error_line(err: str) -> str:
         ("modle.n_layers=2", "modle: unknown key (did you mean model?)"),
         (
             "eval.frobnicate=1",
-            "eval.frobnicate: unknown key (keys of eval: every, threshold, batch_size, sample, at_start)",
+            "eval.frobnicate: unknown key "
+            "(keys of eval: every, threshold, batch_size, sample, at_start)",
         ),
     ],
 )
