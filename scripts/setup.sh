@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
-EXTRAS="${EXTRAS:-dev,hf,lens,mamba,runs}"
+EXTRAS="${EXTRAS:-dev,hf,lens,mamba,runs,ray}"
 CPU_TORCH="${CPU_TORCH:-torch==2.13.0}"
 
 if [ ! -x "$VENV/bin/python" ]; then

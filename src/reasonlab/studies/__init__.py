@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import copy
 import importlib
-import multiprocessing
-import os
 import shutil
-import sys
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +28,9 @@ from reasonlab.config import (
     read_yaml,
     set_key,
 )
-from reasonlab.io import interrupt_on_sigterm, make_dir, read_json, write_json
+from reasonlab.io import make_dir, read_json, write_json
 from reasonlab.runs import RunDir, hold_lock
+from reasonlab.sweep import LocalRunner, plan_run, same_run
 
 STUDY_DIR = Path(__file__).parent
 
@@ -96,48 +94,17 @@ def study_configs(
     return configs
 
 
-def _same_run(a: RunConfig, b: RunConfig) -> bool:
-    """Same task, model, training and evaluation (the name and logging may differ)."""
-    return a.model_dump(exclude={"name", "log"}) == b.model_dump(exclude={"name", "log"})
-
-
 def _copy_completed(source: Path, config: RunConfig, run_dir: Path) -> bool:
     """Copies a completed run with the same config from another study folder, if there is one."""
     run = RunDir(source)
     if run_dir.exists() or not run.config_path.exists():
         return False
-    if (run.summary() or {}).get("status") != "completed" or not _same_run(
+    if (run.summary() or {}).get("status") != "completed" or not same_run(
         run.load_config(), config
     ):
         return False
     shutil.copytree(source, run_dir)
     return True
-
-
-def _plan(config: RunConfig, run_dir: Path) -> str:
-    """What the study will do with one run folder: train, skip or resume; a folder holding a
-    different run is refused before any run starts."""
-    run = RunDir(run_dir)
-    if not run.config_path.exists():
-        return "training"
-    if not _same_run(run.load_config(), config):
-        raise ConfigError(f"{run_dir}: holds a run with a different config; use another --out")
-    if (run.summary() or {}).get("status") == "completed":
-        return "skipped (completed)"
-    steps = run.checkpoint_steps()
-    return f"resuming at step {steps[-1] if steps else 0}"
-
-
-def _train_or_reuse(config: RunConfig, run_dir: Path) -> dict[str, Any]:
-    from reasonlab.train import train
-
-    run = RunDir(run_dir)
-    if not run.config_path.exists():
-        return train(config, run_dir)
-    summary = run.summary() or {}
-    if summary.get("status") == "completed":
-        return summary
-    return train(run.load_config(), run_dir, resume=True)
 
 
 def _check_study_folder(out: Path, name: str, preset: str) -> dict[str, Any] | None:
@@ -183,8 +150,8 @@ def run_study(
     previous = _check_study_folder(out, name, preset) or {}
     make_dir(out / "runs")
     with hold_lock(out, "study folder"):
-        plan = {run_name: _plan(c, out / "runs" / run_name) for run_name, c in configs.items()}
-        runner = _Runner(jobs)
+        plan = {run_name: plan_run(c, out / "runs" / run_name) for run_name, c in configs.items()}
+        runner = LocalRunner(jobs)
         try:
             result = _run_planned(
                 spec, preset, seeds, out, overrides, reuse, configs, plan, previous, runner
@@ -194,57 +161,6 @@ def run_study(
             raise
         runner.close()
         return result
-
-
-def _start_worker(threads: int) -> None:
-    """Initializer of a worker process: its share of the CPU threads (not all of them each), and
-    SIGTERM stops its run as Ctrl-C would (the run is saved as interrupted, resumable)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    interrupt_on_sigterm()
-
-
-def _train_in_worker(config: RunConfig, run_dir: Path) -> dict[str, Any]:
-    try:
-        return _train_or_reuse(config, run_dir)
-    except KeyboardInterrupt:
-        # The run is saved as interrupted; the worker must not go on to a run already queued.
-        sys.stdout.flush()
-        os._exit(130)
-
-
-class _Runner:
-    """Trains runs in this process (jobs = 1) or in a pool of spawned processes; spawned, not
-    forked, so that a worker can start CUDA and its own thread pools."""
-
-    def __init__(self, jobs: int) -> None:
-        self.pool: ProcessPoolExecutor | None = None
-        if jobs > 1:
-            threads = max(1, (os.cpu_count() or 1) // jobs)
-            self.pool = ProcessPoolExecutor(
-                jobs,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(threads,),
-            )
-
-    def submit(self, config: RunConfig, run_dir: Path) -> Future[dict[str, Any]]:
-        if self.pool is not None:
-            return self.pool.submit(_train_in_worker, config, run_dir)
-        done: Future[dict[str, Any]] = Future()
-        done.set_result(_train_or_reuse(config, run_dir))
-        return done
-
-    def close(self, stop_workers: bool = False) -> None:
-        """Waits for the workers, or (after an error or a SIGTERM, which reaches this process
-        only) ends them: their runs stay resumable from their last checkpoint."""
-        if self.pool is None:
-            return
-        if stop_workers:
-            for process in list(self.pool._processes.values()):  # no public way to end them
-                process.terminate()
-        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_planned(
@@ -257,7 +173,7 @@ def _run_planned(
     configs: dict[str, RunConfig],
     plan: dict[str, str],
     previous: dict[str, Any],
-    runner: _Runner,
+    runner: LocalRunner,
 ) -> dict[str, Any]:
     from reasonlab.report import write_study_report
 
@@ -302,7 +218,7 @@ def _run_planned(
                 action = f"reused from {reuse}"
             print(f"[{spec.name}] {run_name}: {action}", flush=True)
             pending[run_name] = runner.submit(config, run_dir)
-            if runner.pool is None:
+            if not runner.parallel:
                 record(run_name)
         for run_name in configs:
             if run_name not in result["runs"]:
