@@ -148,7 +148,9 @@ def study(
         "--preset",
         help="cpu (minutes on a laptop), paper (a GPU), or another preset the study lists.",
     ),
-    seeds: int = typer.Option(1, "--seeds", min=1, help="Seeds per configuration."),
+    seeds: int | None = typer.Option(
+        None, "--seeds", min=1, help="Seeds per configuration (default: the study's, most 1)."
+    ),
     out: Path | None = typer.Option(None, "--out", help="Study folder (default runs/NAME-PRESET)."),
     set_: list[str] = typer.Option(
         [],
@@ -249,6 +251,35 @@ def analyze_decay(
                 f"{layer['log10_cb'][-1]:.2f}, needed {layer['log10_required'][-1]:.2f}"
             )
     typer.echo(f"wrote {Path(run_dir) / 'analysis'}")
+
+
+@analyze_app.command("khop")
+def analyze_khop(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A two-hop run with k-hop probes."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="last or a step."),
+) -> None:
+    """k-hop questions answered by chained CoT queries (two-hop queries in the run's pattern,
+    each started from the previous answer; an odd last hop an atomic query) beside the direct
+    k-hop probe, on the same chains: RUN_DIR/analysis/khop-stepN.json."""
+    from reasonlab.analysis.khop import run_khop
+    from reasonlab.io import make_dir
+    from reasonlab.runs import write_json
+
+    if checkpoint == "all":
+        raise ConfigError("--checkpoint: the k-hop check takes last or one step, not all")
+    result = run_khop(run_dir, checkpoint)
+    if not result["probes"]:
+        raise ConfigError(f"task.khop: {run_dir} has no k-hop probe (set task.khop, e.g. [3])")
+    for name, scores in result["probes"].items():
+        steps = " -> ".join(f"{a:.3f}" for a in scores["after_each_query"])
+        typer.echo(
+            f"{name} ({scores['chains']} chains): direct {scores['direct']:.3f}, chained CoT "
+            f"{scores['accuracy']:.3f} (after each query: {steps})"
+        )
+    target = Path(run_dir) / "analysis" / f"khop-step{result['step']}.json"
+    make_dir(target.parent)
+    write_json(target, result)
+    typer.echo(f"wrote {target}")
 
 
 @analyze_app.command("dual")

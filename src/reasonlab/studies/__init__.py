@@ -44,6 +44,7 @@ class StudySpec:
     headline: dict[str, str] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)
     analysis: str | None = None  # a module in reasonlab.studies run after training
+    seeds: int = 1  # seeds per variant when --seeds is not given
 
 
 def _load_studies() -> dict[str, StudySpec]:
@@ -59,6 +60,7 @@ def _load_studies() -> dict[str, StudySpec]:
             headline=data.get("headline", {}),
             paper=data.get("paper", {}),
             analysis=data.get("analysis"),
+            seeds=int(data.get("seeds", 1)),
         )
     return studies
 
@@ -129,7 +131,7 @@ def _check_study_folder(out: Path, name: str, preset: str) -> dict[str, Any] | N
 def run_study(
     name: str,
     preset: str = "cpu",
-    seeds: int = 1,
+    seeds: int | None = None,
     out: str | Path = "runs/study",
     overrides: list[str] | None = None,
     reuse: str | Path | None = None,
@@ -145,6 +147,7 @@ def run_study(
     if name not in STUDIES:
         raise ConfigError(f"NAME: unknown study {name!r} (known: {', '.join(STUDIES)})")
     spec = STUDIES[name]
+    seeds = spec.seeds if seeds is None else seeds
     configs = study_configs(spec, preset, seeds, overrides)
     out = Path(out)
     previous = _check_study_folder(out, name, preset) or {}
