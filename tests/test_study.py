@@ -170,7 +170,12 @@ def test_every_study_expands_and_its_cpu_data_builds(name):
         assert data.probes and data.batch(0, 2, config.train.seed).units > 0
         if config.task.kind != "twohop":
             continue
-        assert data.stats["twohop_train_facts"] == round(config.task.lam * 1900)
+        # lambda: two-hop training facts per ID atomic fact
+        id_atomic = data.stats["id_atomic_facts"]
+        assert id_atomic == round(
+            config.task.num_entities * config.task.out_degree * (1 - config.task.ood_fraction)
+        )
+        assert data.stats["twohop_train_facts"] == round(config.task.lam * id_atomic)
         n = data.stats["twohop_train_facts"]
         noisy = data.stats["twohop_noisy_train_facts"] / n
         xi = config.task.noise_ratio
