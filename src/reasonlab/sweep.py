@@ -31,7 +31,6 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,24 +249,14 @@ def start_worker(threads: int) -> None:
     interrupt_on_sigterm()
 
 
-def _guarded(work: Callable[[RunConfig, Path], dict[str, Any]]) -> Callable[..., Any]:
-    def run(config: RunConfig, run_dir: Path) -> dict[str, Any]:
-        try:
-            return work(config, run_dir)
-        except KeyboardInterrupt:
-            # The run is saved as interrupted; the worker must not go on to a queued run.
-            sys.stdout.flush()
-            os._exit(130)
-
-    return run
-
-
-def _worker_train_or_reuse(config: RunConfig, run_dir: Path) -> dict[str, Any]:
-    return _guarded(train_or_reuse)(config, run_dir)
-
-
-def _worker_train_trial(config: RunConfig, run_dir: Path) -> dict[str, Any]:
-    return _guarded(train_trial)(config, run_dir)
+def _train_in_worker(config: RunConfig, run_dir: Path, isolate: bool) -> dict[str, Any]:
+    """A worker's run: ``train_trial`` (isolate) or ``train_or_reuse``; on Ctrl-C or SIGTERM the
+    run is saved as interrupted and the worker ends rather than go on to a queued run."""
+    try:
+        return (train_trial if isolate else train_or_reuse)(config, run_dir)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        os._exit(130)
 
 
 class LocalRunner:
@@ -293,8 +282,7 @@ class LocalRunner:
 
     def submit(self, config: RunConfig, run_dir: Path) -> Future[dict[str, Any]]:
         if self.pool is not None:
-            work = _worker_train_trial if self.isolate else _worker_train_or_reuse
-            return self.pool.submit(work, config, run_dir)
+            return self.pool.submit(_train_in_worker, config, run_dir, self.isolate)
         done: Future[dict[str, Any]] = Future()
         done.set_result((train_trial if self.isolate else train_or_reuse)(config, run_dir))
         return done

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from reasonlab.evaluate import greedy_complete
-from reasonlab.tasks.twohop import Chains, Vocabulary, encode
+from reasonlab.tasks.twohop import Chains, Vocabulary, chains_to_probe, encode
 
 HOPS_PER_QUERY = 2  # the trained two-hop query; a last single hop is an atomic query
 
@@ -105,7 +105,7 @@ def run_khop(run_dir: str | Path, checkpoint: str = "last") -> dict[str, Any]:
         step = select_steps(run, checkpoint)[0]
         model = run.load_model(step, config)
         direct = evaluate(
-            model, {n: _direct_probe(c, config.task.cot, vocab) for n, c in chains.items()}
+            model, {n: chains_to_probe(c, config.task.cot, vocab) for n, c in chains.items()}
         )
         result: dict[str, Any] = {"run": str(run.path), "step": step, "cot": config.task.cot}
         result["probes"] = {
@@ -113,9 +113,3 @@ def run_khop(run_dir: str | Path, checkpoint: str = "last") -> dict[str, Any]:
             for name, c in chains.items()
         }
     return result
-
-
-def _direct_probe(chains: Chains, cot: str, vocab: Vocabulary) -> Any:
-    from reasonlab.tasks.twohop import chains_to_probe
-
-    return chains_to_probe(chains, cot, vocab)
