@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from conftest import TINY_RUN, run_cli, snapshot
@@ -211,6 +212,12 @@ def test_bench_step_gpt_compares_with_transformers_per_precision(capsys):
         (["nope"], "NAME"),
         (["step", "--shape", "huge"], "--shape"),
         (["step", "--precision", "fp8"], "--precision"),
+        (["step", "--device", "tpu"], "--device"),
+        pytest.param(
+            ["step", "--model", "mamba", "--device", "cuda:0"],
+            "--device",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here"),
+        ),
     ],
 )
 def test_bench_refuses_bad_choices(args, field, capsys):

@@ -40,6 +40,7 @@ def _stepper(
     device = params[0].device
 
     def step() -> float:
+        _sync(device)
         started = time.perf_counter()
         with autocast_context(device, bf16):
             logits = logits_of(tokens[:, :-1])
@@ -49,9 +50,34 @@ def _stepper(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        _sync(device)  # CUDA runs asynchronously: the step ends when its kernels have
         return time.perf_counter() - started
 
     return step
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_device(name: str) -> torch.device:
+    """The device a benchmark runs on: cpu, cuda or cuda:N (a missing GPU is a ConfigError)."""
+    if name != "cpu" and not (name == "cuda" or name.startswith("cuda:")):
+        raise ConfigError(f"--device: {name!r} is not cpu, cuda or cuda:N")
+    if name != "cpu" and not torch.cuda.is_available():
+        raise ConfigError(f"--device: {name} asked for, but torch sees no CUDA GPU here")
+    return torch.device(name)
+
+
+def _device_facts(device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        return {"device": torch.cuda.get_device_name(device), "auto_precision": "bf16"}
+    return {
+        "device": "cpu",
+        "cpu_bf16_units": cpu_has_bf16_units(),
+        "auto_precision": "bf16" if cpu_has_bf16_units() else "fp32",
+    }
 
 
 def _time_steps(
@@ -65,17 +91,28 @@ def _time_steps(
     return [step() for _ in range(warmup + repeats)][warmup:]
 
 
-def matmul_rate(dtype: torch.dtype, size: int = 1024, seconds: float = 0.5) -> float:
-    """Achieved GFLOP/s of a (size x size) @ (size x size) matmul in ``dtype`` on the CPU with
-    torch's threads: the median of repeats filling about ``seconds`` after one warm-up."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+def matmul_rate(
+    dtype: torch.dtype,
+    size: int = 1024,
+    seconds: float = 0.5,
+    device: torch.device = torch.device("cpu"),
+) -> float:
+    """Achieved GFLOP/s of a (size x size) @ (size x size) matmul in ``dtype`` on ``device``
+    (the CPU with torch's threads): the median of repeats filling about ``seconds`` after one
+    warm-up."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    a @ b
+    _sync(device)
     started = time.perf_counter()
     a @ b
+    _sync(device)
     once = max(time.perf_counter() - started, 1e-6)
     times = []
     for _ in range(max(3, min(50, int(seconds / once)))):
         started = time.perf_counter()
         a @ b
+        _sync(device)
         times.append(time.perf_counter() - started)
     return 2 * size**3 / statistics.median(times) / 1e9
 
@@ -121,13 +158,15 @@ def step_time(
     repeats: int = 20,
     warmup: int = 3,
     precisions: Sequence[str] = ("fp32",),
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Milliseconds per training step of reasonlab's GPT and Hugging Face's GPT-2 of the same
     shape on the same batch, in each of ``precisions`` (fp32; bf16 = bf16 autocast for both),
     the methods alternated step by step so that the machine's drift hits both alike; with the
     step's FLOPs, the machine's matmul rate in each precision and the utilization."""
+    where = bench_device(device)
     torch.manual_seed(0)
-    tokens = torch.randint(0, vocab_size, (batch_size, seq_len))
+    tokens = torch.randint(0, vocab_size, (batch_size, seq_len), device=where)
     ours = GPT(
         GPTConfig(
             vocab_size=vocab_size,
@@ -136,7 +175,7 @@ def step_time(
             d_model=d_model,
             n_heads=n_heads,
         )
-    )
+    ).to(where)
     flops = gpt_step_flops(n_layers, d_model, vocab_size, batch_size, seq_len)
     results: dict[str, Any] = {
         "shape": {
@@ -149,8 +188,7 @@ def step_time(
         },
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "cpu_bf16_units": cpu_has_bf16_units(),
-        "auto_precision": "bf16" if cpu_has_bf16_units() else "fp32",
+        **_device_facts(where),
         "parameters": ours.num_parameters(),
         "step_gflop": round(flops / 1e9, 3),
     }
@@ -158,7 +196,7 @@ def step_time(
         "reasonlab": (ours, ours)
     }
     try:
-        hf = _hf_gpt2(n_layers, d_model, n_heads, vocab_size, seq_len)
+        hf = _hf_gpt2(n_layers, d_model, n_heads, vocab_size, seq_len).to(where)
     except ImportError:
         results["transformers"] = "not installed (pip install 'reasonlab[hf]')"
     else:
@@ -175,7 +213,11 @@ def step_time(
         for _ in range(repeats):  # alternated, so that the machine's drift hits both alike
             for key, step in steppers.items():
                 timings.setdefault(key, []).append(step())
-    rates = {p: matmul_rate(torch.bfloat16 if p == "bf16" else torch.float32) for p in precisions}
+    size = 4096 if where.type == "cuda" else 1024  # a product big enough to fill the device
+    rates = {
+        p: matmul_rate(torch.bfloat16 if p == "bf16" else torch.float32, size, device=where)
+        for p in precisions
+    }
     results["matmul_gflops"] = {p: round(r, 1) for p, r in rates.items()}
     results["median_ms"] = {k: round(1000 * statistics.median(v), 2) for k, v in timings.items()}
     results["min_ms"] = {k: round(1000 * min(v), 2) for k, v in timings.items()}
@@ -202,7 +244,8 @@ def format_step_table(result: dict[str, Any]) -> str:
     shape = result["shape"]
     lines = [
         f"GPT {shape['n_layers']} x {shape['d_model']}, batch {shape['batch_size']} x "
-        f"{shape['seq_len']}, {result['step_gflop']} GFLOP a step, {result['threads']} threads; "
+        f"{shape['seq_len']}, {result['step_gflop']} GFLOP a step, on {result['device']} "
+        f"({result['threads']} CPU threads); "
         f"matmul GFLOP/s: " + ", ".join(f"{p} {r}" for p, r in result["matmul_gflops"].items()),
         "",
         "| method | median ms | min ms | GFLOP/s | utilization |",
@@ -255,16 +298,18 @@ def mamba_step_time(
     seq_len: int = 41,
     repeats: int = 10,
     warmup: int = 2,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Seconds per training step of a Mamba: reasonlab, mambapy, Hugging Face; and reasonlab's
-    GPT of the same depth and width (4 heads), all on the same batch."""
+    GPT of the same depth and width (4 heads), all on the same batch and device."""
+    where = bench_device(device)
     torch.manual_seed(0)
-    tokens = torch.randint(0, vocab_size, (batch_size, seq_len))
+    tokens = torch.randint(0, vocab_size, (batch_size, seq_len), device=where)
     cfg = MambaModelConfig(n_layers=n_layers, d_model=d_model, d_state=d_state, expand=expand)
-    ours = build_model(cfg, vocab_size, seq_len)
+    ours = build_model(cfg, vocab_size, seq_len).to(where)
     gpt = build_model(
         GPTModelConfig(n_layers=n_layers, d_model=d_model, n_heads=4), vocab_size, seq_len
-    )
+    ).to(where)
     results: dict[str, Any] = {
         "shape": {
             "n_layers": n_layers,
@@ -277,6 +322,7 @@ def mamba_step_time(
         },
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "device": _device_facts(where)["device"],
         "parameters": {"reasonlab": ours.num_parameters(), "reasonlab_gpt": gpt.num_parameters()},
     }
     timings = {
@@ -284,7 +330,7 @@ def mamba_step_time(
         "reasonlab_gpt": _time_steps(gpt, gpt, tokens, repeats, warmup),
     }
     try:
-        peer = MambapyLM(ours.cfg)
+        peer = MambapyLM(ours.cfg).to(where)
     except ImportError:
         results["mambapy"] = "not installed (pip install 'reasonlab[mamba]')"
     else:
@@ -293,7 +339,7 @@ def mamba_step_time(
     from reasonlab.export import to_hf_mamba
 
     try:
-        hf = to_hf_mamba(ours).train()  # the same model under Hugging Face's names
+        hf = to_hf_mamba(ours).to(where).train()  # the same model under Hugging Face's names
     except ConfigError:
         results["transformers"] = "not installed (pip install 'reasonlab[hf]')"
     else:

@@ -422,6 +422,7 @@ def bench(
         None, "--width", min=1, help="step: residual width (default 128)."
     ),
     n_heads: int = typer.Option(4, "--heads", min=1, help="step: attention heads (gpt)."),
+    device: str = typer.Option("cpu", "--device", help="step: cpu, cuda or cuda:N."),
     batch_size: int | None = typer.Option(
         None,
         "--batch",
@@ -503,6 +504,7 @@ def bench(
             batch_size=batch_size,
             seq_len=seq_len,
             repeats=repeats or 10,
+            device=device,
         )
         typer.echo(json.dumps(result, indent=2))
         return
@@ -512,7 +514,7 @@ def bench(
     if d_model % n_heads:
         raise ConfigError(f"--width: {d_model} is not divisible by --heads {n_heads}")
     precisions = {
-        "auto": ("fp32", "bf16") if cpu_has_bf16_units() else ("fp32",),
+        "auto": ("fp32", "bf16") if device != "cpu" or cpu_has_bf16_units() else ("fp32",),
         "both": ("fp32", "bf16"),
     }.get(precision, (precision,))
     result = step_time(
@@ -523,6 +525,7 @@ def bench(
         seq_len=seq_len,
         repeats=repeats or 20,
         precisions=precisions,
+        device=device,
     )
     typer.echo(format_step_table(result), err=True)
     typer.echo(json.dumps(result, indent=2))

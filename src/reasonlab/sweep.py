@@ -103,14 +103,15 @@ def _bases(spec: dict[str, Any], folder: Path) -> dict[str, dict[str, Any]]:
     found = STUDIES[study]
     if preset not in found.presets:
         raise ConfigError(f"preset: {preset!r} is not a preset of {study}")
-    names = spec.get("variants") or list(found.variants)
-    unknown = [v for v in names if v not in found.variants]
+    variants = found.variants_for(preset)
+    names = spec.get("variants") or list(variants)
+    unknown = [v for v in names if v not in variants]
     if unknown:
         raise ConfigError(f"variants: {unknown[0]!r} is not a variant of {study}")
     bases = {}
     for variant in names:
         data = copy.deepcopy(found.presets[preset])
-        for key, value in found.variants[variant].items():
+        for key, value in variants[variant].items():
             set_key(data, key.split("."), copy.deepcopy(value), f"study {study}, {variant}")
         bases[variant] = data
     return bases

@@ -45,22 +45,64 @@ class StudySpec:
     paper: dict[str, Any] = field(default_factory=dict)
     analysis: str | None = None  # a module in reasonlab.studies run after training
     seeds: int = 1  # seeds per variant when --seeds is not given
+    # final accuracy against a config knob (studies/knob_curves.py): x, series, where, label
+    curves: list[dict[str, Any]] = field(default_factory=list)
+    # scale axes: dotted key -> factors; each variant also runs with the preset's value at that
+    # key times each factor (cot-pattern: entities, relations per entity, width)
+    scale: dict[str, list[float]] = field(default_factory=dict)
+
+    def variants_for(self, preset: str) -> dict[str, dict[str, Any]]:
+        """Variant name -> settings for a preset: the YAML's variants and, per scale axis and
+        factor, each variant at the preset's value times the factor (named
+        ``VARIANT-AXIS-xFACTOR``; a width stays a multiple of the heads)."""
+        variants = dict(self.variants)
+        for name, settings in self.variants.items():
+            data = copy.deepcopy(self.presets[preset])
+            for key, value in settings.items():
+                set_key(data, key.split("."), copy.deepcopy(value), f"study {self.name}, {name}")
+            for key, factors in self.scale.items():
+                for factor in factors:
+                    value = _scaled(data, key, factor)
+                    variants[f"{name}-{key.split('.')[-1]}-x{factor:g}"] = {**settings, key: value}
+        return variants
+
+
+def _scaled(data: dict[str, Any], key: str, factor: float) -> int:
+    section, field_name = key.split(".")
+    value = round(data[section][field_name] * factor)
+    if key == "model.d_model":  # a width the heads divide
+        heads = data["model"].get("n_heads", 1)
+        value = max(heads, round(value / heads) * heads)
+    return value
+
+
+def _presets(data: dict[str, Any], raw: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A study's own presets, or another study's (``presets_from``) with ``preset_changes``
+    (preset -> {dotted key: value}) applied, e.g. the paper's longer noise runs."""
+    if "presets" in data:
+        return data["presets"]
+    presets = copy.deepcopy(raw[data["presets_from"]]["presets"])
+    for preset, changes in (data.get("preset_changes") or {}).items():
+        for key, value in changes.items():
+            set_key(presets[preset], key.split("."), value, f"study {data['name']}, {preset}")
+    return presets
 
 
 def _load_studies() -> dict[str, StudySpec]:
     raw = {data["name"]: data for data in map(read_yaml, sorted(STUDY_DIR.glob("*.yaml")))}
     studies = {}
     for name, data in raw.items():
-        presets = data.get("presets") or raw[data["presets_from"]]["presets"]
         studies[name] = StudySpec(
             name=name,
             description=data.get("description", ""),
             variants=data["variants"],
-            presets=presets,
+            presets=_presets(data, raw),
             headline=data.get("headline", {}),
             paper=data.get("paper", {}),
             analysis=data.get("analysis"),
             seeds=int(data.get("seeds", 1)),
+            curves=list(data.get("curves") or []),
+            scale=dict(data.get("scale") or {}),
         )
     return studies
 
@@ -80,7 +122,7 @@ def study_configs(
     if seeds < 1:
         raise ConfigError("--seeds: must be at least 1")
     configs = {}
-    for variant, settings in spec.variants.items():
+    for variant, settings in spec.variants_for(preset).items():
         for seed in range(seeds):
             data = copy.deepcopy(spec.presets[preset])
             for key, value in settings.items():
