@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU call for the CoT studies (docs/RESULTS.md sections 16-19) and the GPU step times
+# One GPU call for the CoT studies (docs/RESULTS.md sections 3, 4, 16, 17) and the GPU step times
 # (docs/BENCHMARKS.md), run from the repository root on a machine whose python3 has CUDA
 # PyTorch; pydantic and its dependencies travel as wheels in .whl/ (device_setup.sh).
 #
@@ -10,8 +10,11 @@
 #      - cot-twohop, preset paper (auto precision: bf16 on CUDA), one seed: time to result;
 #      - cot-noise, cot-pattern, cot-depth, cot-lambda, preset cpu with their 3 seeds, in fp32
 #        as on a CPU without bf16 units, no checkpoints kept.
-# What comes back: OUT/*.json and *.log, and one .tgz per study holding its summary, report and
-# plots and, for every completed run, config.json, summary.json and metrics.jsonl.
+# What comes back (at most 8 files): OUT/logs.tgz with the benchmarks' JSON and every log, and
+# one .tgz per study holding its summary, report and plots and, for every completed run,
+# config.json, summary.json and metrics.jsonl. As measured on 2026-11-26 (H100), the four cpu
+# studies need about 450 s and the paper preset more than the rest of a 15-minute lease: run it
+# with STUDY_S=450 and expect the paper runs to stop part-way.
 source "$(dirname "$0")/device_setup.sh"
 nvidia-smi -L
 python3 -c "import torch, reasonlab; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
@@ -47,4 +50,5 @@ for d in runs/*/; do
     done
     tar czf "$OUT/$name.tgz" -C runs $files
 done
+(cd "$OUT" && tar czf logs.tgz ./*.json ./*.log && rm -f ./*.json ./*.log)
 ls -la "$OUT"

@@ -7,6 +7,13 @@ is resumed, and a folder holding a different run is refused; so re-running a stu
 interruption continues where it stopped, saying for each run "training", "skipped (completed)"
 or "resuming at step N". ``OUT/summary.json`` (study, preset, seeds, overrides, status, wall_s,
 runs) is rewritten after every run; the study folder is locked while the study runs.
+
+A study's YAML: ``name``, ``description``, ``presets`` (cpu, paper: config mappings) or
+``presets_from`` another study with ``preset_changes`` (preset -> {dotted key: value}),
+``variants`` (name -> {dotted key: value}), ``scale`` (dotted key -> factors: every variant
+again at the preset's value times each factor), ``seeds``, ``headline`` (label -> probe),
+``analysis`` (a module here, run after training; ``knob_curves`` plots the ``curves`` it lists)
+and ``paper`` (source and rows shown beside ours).
 """
 
 from __future__ import annotations
