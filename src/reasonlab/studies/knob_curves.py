@@ -32,7 +32,7 @@ import numpy as np
 
 from reasonlab.config import apply_overrides
 from reasonlab.io import atomic_path
-from reasonlab.report import figure, spread, table
+from reasonlab.report import figure, mean_present, spread, table
 
 Point = dict[str, Any]
 
@@ -82,13 +82,14 @@ def paper_points(curve: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict
     return [r for r in rows if all(k in r for k in keys) and _matches_flat(r, where)]
 
 
+def paper_key(label: str) -> str:
+    """The paper rows' column for a headline label: its first word, lower-cased ('ID two-hop'
+    -> 'id', 'OOD two-hop' -> 'ood'), as the two-hop studies' rows name them."""
+    return label.split()[0].lower()
+
+
 def _matches_flat(row: dict[str, Any], where: dict[str, Any]) -> bool:
     return all(row.get(key, value) == value for key, value in where.items())
-
-
-def _mean(values: list[Any]) -> float | None:
-    present = [float(v) for v in values if v is not None]
-    return float(np.mean(present)) if present else None
 
 
 def plot_curve(
@@ -123,7 +124,7 @@ def plot_curve(
             axis.plot(xs, means, "o-", color=colours[series], lw=1.6, ms=4, label=name)
             axis.fill_between(xs, lows, highs, color=colours[series], alpha=0.2, lw=0)
         if not panel.startswith("steps "):
-            probe_key = panel.lower().split()[0]  # 'ID two-hop' -> 'id'
+            probe_key = paper_key(panel)
             for series in series_names or [""]:
                 rows = [r for r in paper if not curve.get("series") or r[curve["series"]] == series]
                 xs = [r[curve["x"]] for r in rows if r.get(probe_key) is not None]
@@ -175,7 +176,7 @@ def curve_table(points: list[Point], paper: list[dict[str, Any]], curve: dict[st
     finals = [k for k in labels if not k.startswith("steps ")]
     header = ["series", curve.get("label", curve["x"]), "seeds"]
     header += [f"final {k}" for k in finals] + [f"{k} (reached)" for k in labels if k not in finals]
-    header += [f"paper {k.split()[0]}" for k in finals]
+    header += [f"paper {k.split()[0]}" for k in finals]  # "paper ID", "paper OOD"
     rows = []
     for p in points:
         match = [
@@ -184,7 +185,7 @@ def curve_table(points: list[Point], paper: list[dict[str, Any]], curve: dict[st
             if r[curve["x"]] == p["x"]
             and (not curve.get("series") or r[curve["series"]] == p["series"])
         ]
-        paper_values = [match[0].get(k.lower().split()[0]) if match else None for k in finals]
+        paper_values = [match[0].get(paper_key(k)) if match else None for k in finals]
         rows.append(
             [
                 p["series"],
@@ -223,7 +224,7 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
                 "points": [
                     {
                         **{k: p[k] for k in ("series", "x", "seeds")},
-                        **{k: _mean(v) for k, v in p.items() if isinstance(v, list)},
+                        **{k: mean_present(v) for k, v in p.items() if isinstance(v, list)},
                         "per_seed": {k: v for k, v in p.items() if isinstance(v, list)},
                     }
                     for p in points
