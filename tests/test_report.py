@@ -182,3 +182,11 @@ def test_figures_are_boxed_with_a_caption_and_a_margin(tmp_path):
     style = render(tmp_path, khop=False).split("<style>")[1].split("</style>")[0]
     rule = style.split("figure{")[1].split("}")[0]
     assert "inline-block" in rule and "margin" in rule
+
+
+@pytest.mark.parametrize("count", [3, 15, 28])
+def test_every_variant_gets_its_own_colour(count):
+    from reasonlab.report import distinct_colours
+
+    colours = distinct_colours([f"variant-{i}" for i in range(count)])
+    assert len(colours) == count and len(set(colours.values())) == count

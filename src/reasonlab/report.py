@@ -38,6 +38,16 @@ def variant_of(run_name: str) -> str:
     return head if head and seed.isdigit() else run_name
 
 
+def distinct_colours(names: list[str]) -> dict[str, Any]:
+    """A colour per name, none repeated: tab10 up to 10 names, tab20 up to 20, else evenly
+    spaced on a continuous map (cot-pattern has 28 variants)."""
+    if len(names) <= 20:
+        cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+        return {name: cmap(i) for i, name in enumerate(names)}
+    cmap = plt.get_cmap("turbo")
+    return {name: cmap(i / (len(names) - 1)) for i, name in enumerate(names)}
+
+
 def seed_curve(runs: list[list[dict[str, Any]]], key: str) -> tuple[list[int], np.ndarray]:
     """Steps at which every run of a variant has ``key``, and their values (runs, steps)."""
     by_run = [{r["step"]: r[key] for r in records if r.get(key) is not None} for records in runs]
@@ -63,7 +73,7 @@ def plot_curves(
     rows = -(-len(keys) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.1 * rows), squeeze=False)
     variants = sorted({variant_of(name) for name in histories})
-    colours = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
+    colours = distinct_colours(variants)
     seeds: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
     for run_name, records in histories.items():
         seeds[variant_of(run_name)].append(records)
