@@ -61,7 +61,8 @@ class StudySpec:
     def variants_for(self, preset: str) -> dict[str, dict[str, Any]]:
         """Variant name -> settings for a preset: the YAML's variants and, per scale axis and
         factor, each variant at the preset's value times the factor (named
-        ``VARIANT-AXIS-xFACTOR``; a width stays a multiple of the heads)."""
+        ``VARIANT-AXIS-xFACTOR``; a width stays a multiple of the heads). Factors apply to
+        the preset's values; ``--set`` on an axis's key sets it in every run, collapsing it."""
         variants = dict(self.variants)
         for name, settings in self.variants.items():
             data = copy.deepcopy(self.presets[preset])
