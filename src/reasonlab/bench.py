@@ -23,7 +23,7 @@ from torch import nn
 from reasonlab.config import ConfigError, GPTModelConfig, MambaModelConfig
 from reasonlab.models.build import build_model
 from reasonlab.models.gpt import GPT, GPTConfig
-from reasonlab.precision import autocast_context, cpu_has_bf16_units
+from reasonlab.precision import auto_uses_bf16, autocast_context, cpu_has_bf16_units
 from reasonlab.train import fused_adamw
 
 
@@ -70,14 +70,15 @@ def bench_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def _device_facts(device: torch.device) -> dict[str, Any]:
-    if device.type == "cuda":
-        return {"device": torch.cuda.get_device_name(device), "auto_precision": "bf16"}
-    return {
-        "device": "cpu",
-        "cpu_bf16_units": cpu_has_bf16_units(),
-        "auto_precision": "bf16" if cpu_has_bf16_units() else "fp32",
-    }
+    facts = {"device": _device_name(device)}
+    if device.type == "cpu":
+        facts["cpu_bf16_units"] = cpu_has_bf16_units()
+    return {**facts, "auto_precision": "bf16" if auto_uses_bf16(device) else "fp32"}
 
 
 def _time_steps(
@@ -322,7 +323,7 @@ def mamba_step_time(
         },
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "device": _device_facts(where)["device"],
+        "device": _device_name(where),
         "parameters": {"reasonlab": ours.num_parameters(), "reasonlab_gpt": gpt.num_parameters()},
     }
     timings = {

@@ -508,13 +508,13 @@ def bench(
         )
         typer.echo(json.dumps(result, indent=2))
         return
-    from reasonlab.bench import format_step_table, step_time
-    from reasonlab.precision import cpu_has_bf16_units
+    from reasonlab.bench import bench_device, format_step_table, step_time
+    from reasonlab.precision import auto_uses_bf16
 
     if d_model % n_heads:
         raise ConfigError(f"--width: {d_model} is not divisible by --heads {n_heads}")
     precisions = {
-        "auto": ("fp32", "bf16") if device != "cpu" or cpu_has_bf16_units() else ("fp32",),
+        "auto": ("fp32", "bf16") if auto_uses_bf16(bench_device(device)) else ("fp32",),
         "both": ("fp32", "bf16"),
     }.get(precision, (precision,))
     result = step_time(

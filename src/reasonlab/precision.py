@@ -67,6 +67,11 @@ def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
         return False
     if cfg.precision == "bf16":
         return True
+    return auto_uses_bf16(device)
+
+
+def auto_uses_bf16(device: torch.device) -> bool:
+    """What ``precision: auto`` picks on ``device``: bf16 on CUDA and on a CPU with bf16 units."""
     return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_units())
 
 

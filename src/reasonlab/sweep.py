@@ -108,13 +108,7 @@ def _bases(spec: dict[str, Any], folder: Path) -> dict[str, dict[str, Any]]:
     unknown = [v for v in names if v not in variants]
     if unknown:
         raise ConfigError(f"variants: {unknown[0]!r} is not a variant of {study}")
-    bases = {}
-    for variant in names:
-        data = copy.deepcopy(found.presets[preset])
-        for key, value in variants[variant].items():
-            set_key(data, key.split("."), copy.deepcopy(value), f"study {study}, {variant}")
-        bases[variant] = data
-    return bases
+    return {variant: found.variant_data(preset, variant, variants[variant]) for variant in names}
 
 
 def _label(key: str, keys: list[str]) -> str:

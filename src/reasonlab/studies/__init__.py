@@ -65,14 +65,19 @@ class StudySpec:
         the preset's values; ``--set`` on an axis's key sets it in every run, collapsing it."""
         variants = dict(self.variants)
         for name, settings in self.variants.items():
-            data = copy.deepcopy(self.presets[preset])
-            for key, value in settings.items():
-                set_key(data, key.split("."), copy.deepcopy(value), f"study {self.name}, {name}")
+            data = self.variant_data(preset, name, settings)
             for key, factors in self.scale.items():
                 for factor in factors:
                     value = _scaled(data, key, factor)
                     variants[f"{name}-{key.split('.')[-1]}-x{factor:g}"] = {**settings, key: value}
         return variants
+
+    def variant_data(self, preset: str, name: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """A copy of the preset's config data with a variant's settings (YAML types kept)."""
+        data = copy.deepcopy(self.presets[preset])
+        for key, value in settings.items():
+            set_key(data, key.split("."), copy.deepcopy(value), f"study {self.name}, {name}")
+        return data
 
 
 def _scaled(data: dict[str, Any], key: str, factor: float) -> int:
@@ -132,11 +137,9 @@ def study_configs(
     configs = {}
     for variant, settings in spec.variants_for(preset).items():
         for seed in range(seeds):
-            data = copy.deepcopy(spec.presets[preset])
-            for key, value in settings.items():
-                where = f"study {spec.name}, variant {variant}, {key}"
-                set_key(data, key.split("."), copy.deepcopy(value), where)
-            data = apply_overrides(data, list(overrides or []))
+            data = apply_overrides(
+                spec.variant_data(preset, variant, settings), list(overrides or [])
+            )
             task, train = data.setdefault("task", {}), data.setdefault("train", {})
             task["seed"] = int(task.get("seed", 0)) + seed
             train["seed"] = int(train.get("seed", 0)) + seed
