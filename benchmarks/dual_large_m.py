@@ -25,7 +25,7 @@ from reasonlab.analysis.dual import (
     softmax_attention,
     variance_scale,
 )
-from reasonlab.runs import RunDir
+from reasonlab.runs.folder import RunDir
 
 CHUNK = 1 << 16
 

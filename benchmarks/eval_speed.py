@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from reasonlab.bench_eval import eval_benchmark, format_eval_table
+from reasonlab.bench.evaluation import eval_benchmark, format_eval_table
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -13,7 +13,7 @@ python benchmarks/scan_speed.py --chunk-sizes 4,8,16,32,64   (eager chunk length
 import argparse
 import json
 
-from reasonlab.bench_scan import COPY_SHAPE, chunk_size_sweep, format_scan_table, scan_benchmark
+from reasonlab.bench.scan import COPY_SHAPE, chunk_size_sweep, format_scan_table, scan_benchmark
 
 
 def _ints(text: str) -> list[int]:

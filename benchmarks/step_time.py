@@ -5,7 +5,7 @@ python benchmarks/step_time.py        (same as: reasonlab bench step)
 
 import json
 
-from reasonlab.bench import step_time
+from reasonlab.bench.step import step_time
 
 if __name__ == "__main__":
     print(json.dumps(step_time(), indent=2))

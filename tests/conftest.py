@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from reasonlab.config import RunConfig, TwoHopTaskConfig, apply_overrides, config_from_dict
-from reasonlab.tasks.twohop import Graph
+from reasonlab.tasks.twohop.graph import Graph
 
 # A graph of 30 entities x 4 relations: 120 atomic facts, 12 of them OOD, a few hundred chains.
 TINY_TASK: dict[str, Any] = {
@@ -117,7 +117,7 @@ def splits_or_skip(cfg: Any):
     from hypothesis import assume
 
     from reasonlab.config import ConfigError
-    from reasonlab.tasks.twohop import build_splits
+    from reasonlab.tasks.twohop.generator import build_splits
 
     try:
         return build_splits(cfg)
@@ -157,7 +157,7 @@ def run_cli(args: list, capsys) -> tuple[int, str, str]:
 def interrupt_at_loss(monkeypatch, call: int) -> None:
     """Raises KeyboardInterrupt (what Ctrl-C and, in run and study, SIGTERM raise) when the
     training loop computes its loss for the ``call``-th time."""
-    import reasonlab.train as train_module
+    import reasonlab.training.loop as train_module
 
     real, calls = train_module.step_loss, []
 

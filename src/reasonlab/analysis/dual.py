@@ -342,7 +342,7 @@ def plot_gaps(result: dict[str, Any], title: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from reasonlab.analysis.plots import TITLE_SIZE, save_png, wrap_title
+    from reasonlab.reporting.plots import TITLE_SIZE, save_png, wrap_title
 
     ms, errors, slope = result["ms"], result["rf_vs_softmax"], result["slope"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 3.4))
@@ -368,8 +368,8 @@ def plot_gaps(result: dict[str, Any], title: str, path: Path) -> None:
 
 
 def _write(result: dict[str, Any], folder: Path, title: str, stem: str = "dual") -> None:
-    from reasonlab.io import make_dir
-    from reasonlab.runs import write_json
+    from reasonlab.core.files import make_dir
+    from reasonlab.runs.folder import write_json
 
     make_dir(folder)
     write_json(folder / f"{stem}.json", result)
@@ -443,7 +443,7 @@ def run_dual(
     ``softmax_vs_layer`` is the largest gap between softmax_attention on the head's (q, K, V)
     and the head's own output (hook_z): rounding when the inputs are read right."""
     from reasonlab.analysis.runs import select_steps
-    from reasonlab.runs import RunDir
+    from reasonlab.runs.folder import RunDir
 
     ms = [int(m) for m in ms]
     _check_grid(ms, seeds)

@@ -22,8 +22,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from reasonlab.evaluate import regression_errors
 from reasonlab.tasks.base import RegressionProbe
+from reasonlab.training.evaluation import regression_errors
 
 BASELINES = ("least_squares", "ridge", "knn", "averaging", "gd_step")
 RIDGE_ALPHA = 0.1

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from reasonlab.evaluate import greedy_complete
-from reasonlab.tasks.twohop import Chains, Vocabulary, chains_to_probe, encode
+from reasonlab.tasks.twohop.encoding import Vocabulary, chains_to_probe, encode
+from reasonlab.tasks.twohop.graph import Chains
+from reasonlab.training.evaluation import greedy_complete
 
 HOPS_PER_QUERY = 2  # the trained two-hop query; a last single hop is an atomic query
 
@@ -88,9 +89,9 @@ def run_khop(run_dir: str | Path, checkpoint: str = "last") -> dict[str, Any]:
     a step), on the same chains as the direct probe."""
     from reasonlab.analysis.runs import select_steps
     from reasonlab.config import ConfigError
-    from reasonlab.evaluate import evaluate
-    from reasonlab.runs import RunDir
-    from reasonlab.tasks.twohop import build_splits, probe_chains
+    from reasonlab.runs.folder import RunDir
+    from reasonlab.tasks.twohop.generator import build_splits, probe_chains
+    from reasonlab.training.evaluation import evaluate
 
     run = RunDir(run_dir)
     config = run.load_config()

@@ -25,7 +25,6 @@ import torch
 
 from reasonlab.analysis.logit_lens import first_top1_layer, logit_lens
 from reasonlab.analysis.patching import hook_kinds, patch_grid
-from reasonlab.analysis.plots import heatmap, lines, trace_over_training
 from reasonlab.analysis.twohop_queries import (
     can_change,
     canonical,
@@ -38,9 +37,12 @@ from reasonlab.analysis.twohop_queries import (
 from reasonlab.config import ConfigError, TwoHopTaskConfig
 from reasonlab.models.base import LanguageModel
 from reasonlab.models.build import build_model
-from reasonlab.runs import RunDir, check_data_fingerprint, write_json
+from reasonlab.reporting.plots import heatmap, lines, trace_over_training
+from reasonlab.runs.folder import RunDir, check_data_fingerprint, write_json
 from reasonlab.tasks import build_task
-from reasonlab.tasks.twohop import Chains, Vocabulary, build_splits, probe_chains
+from reasonlab.tasks.twohop.encoding import Vocabulary
+from reasonlab.tasks.twohop.generator import build_splits, probe_chains
+from reasonlab.tasks.twohop.graph import Chains
 
 
 def select_steps(run: RunDir, checkpoint: str) -> list[int]:

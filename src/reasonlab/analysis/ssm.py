@@ -35,7 +35,7 @@ from torch import Tensor
 
 from reasonlab.config import ConfigError, CopyTaskConfig, MambaModelConfig
 from reasonlab.models.mamba import Mamba
-from reasonlab.runs import RunDir, check_data_fingerprint, write_json
+from reasonlab.runs.folder import RunDir, check_data_fingerprint, write_json
 
 TINY = 1e-30  # floor before a log10, so that an exact 0 gives -30 instead of -inf
 
@@ -134,8 +134,8 @@ def run_decay(
     one ``len{n}`` probe, or None for all of them (``decay-all-stepN``; in plain COPY every
     copied token of a length-n string sits at distance n, so the lengths give the curve);
     ``rows``: each probe's first rows taken."""
-    from reasonlab.analysis.plots import decay_panels
     from reasonlab.analysis.runs import select_steps
+    from reasonlab.reporting.plots import decay_panels
     from reasonlab.tasks import build_task
     from reasonlab.tasks.copy import copy_positions, source_positions
 

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from reasonlab.tasks.twohop import Chains, Graph, Vocabulary, encode, layout
+from reasonlab.tasks.twohop.encoding import Vocabulary, encode, layout
+from reasonlab.tasks.twohop.graph import Chains, Graph
 
 
 def target_names(hops: int) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from reasonlab.analysis.runs import TwoHopRun, run_logit_lens, run_trace
-from reasonlab.report import figure, table
+from reasonlab.reporting.study_report import figure, table
 
 PROBES = {"ID": "test_inferred_iid", "OOD": "test_inferred_ood"}
 QUERIES = 300

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from reasonlab.report import table
+from reasonlab.reporting.study_report import table
 
 CLAIM_LEVEL = 0.9  # the acceptance's bar for OOD three-hop by chained CoT (the paper: 0.96)
 

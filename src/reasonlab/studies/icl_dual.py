@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from reasonlab.report import figure, table
+from reasonlab.reporting.study_report import figure, table
 
 SLOPE_TOLERANCE = 0.1
 SEEDS_PER_QUERY = 6  # omega draws per query and m on a model's head (4 queries)
@@ -30,7 +30,7 @@ MODEL_MS = (1024, 4096, 16384, 65536, 262144)
 
 def _initial_model(config: Any, data: Any) -> Any:
     """The run's model as training started: the same build after the same seed."""
-    from reasonlab.train import build_task_model
+    from reasonlab.training.loop import build_task_model
 
     torch.manual_seed(config.train.seed)
     return build_task_model(config.model, data)
@@ -38,7 +38,7 @@ def _initial_model(config: Any, data: Any) -> Any:
 
 def _sources(out: Path, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     from reasonlab.analysis.dual import gap_curve, head_gaps
-    from reasonlab.runs import RunDir
+    from reasonlab.runs.folder import RunDir
     from reasonlab.tasks import build_task
 
     sources: dict[str, dict[str, Any]] = {"random inputs": gap_curve(seeds=RANDOM_CASES)}
@@ -63,7 +63,7 @@ def _sources(out: Path, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _plot(sources: dict[str, dict[str, Any]]) -> bytes:
     import matplotlib.pyplot as plt
 
-    from reasonlab.analysis.plots import png_bytes
+    from reasonlab.reporting.plots import png_bytes
 
     fig, axis = plt.subplots(figsize=(6.4, 4.2))
     for label, gaps in sources.items():

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from reasonlab.report import figure, spread, table, variant_of
-from reasonlab.runs import RunDir
+from reasonlab.reporting.study_report import figure, spread, table, variant_of
+from reasonlab.runs.folder import RunDir
 
 TARGET_ERROR = 0.05  # the acceptance: linear regression's error after 2d examples
 
@@ -37,7 +37,7 @@ def run_curves(run_dir: Path) -> dict[str, list[float]]:
 def _plot(by_class: dict[str, dict[str, np.ndarray]], dims: dict[str, int]) -> bytes:
     import matplotlib.pyplot as plt
 
-    from reasonlab.analysis.plots import png_bytes
+    from reasonlab.reporting.plots import png_bytes
 
     columns = min(3, len(by_class))
     rows = -(-len(by_class) // columns)

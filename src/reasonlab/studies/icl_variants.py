@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from reasonlab.report import spread, table, variant_of
+from reasonlab.reporting.study_report import spread, table, variant_of
 
 BASELINE = "softmax"
 

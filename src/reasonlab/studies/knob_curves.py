@@ -31,8 +31,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from reasonlab.config import apply_overrides
-from reasonlab.io import atomic_path
-from reasonlab.report import figure, mean_present, spread, table
+from reasonlab.core.files import atomic_path
+from reasonlab.reporting.study_report import figure, mean_present, spread, table
 
 Point = dict[str, Any]
 
@@ -200,7 +200,7 @@ def curve_table(points: list[Point], paper: list[dict[str, Any]], curve: dict[st
 
 
 def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    from reasonlab.studies import STUDIES
+    from reasonlab.experiments.study_spec import STUDIES
 
     spec = STUDIES[result["study"]]
     preset = apply_overrides(copy.deepcopy(spec.presets[result["preset"]]), result["overrides"])

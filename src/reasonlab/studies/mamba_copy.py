@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from reasonlab.report import figure, mean_present, spread, table, variant_of
-from reasonlab.runs import RunDir
+from reasonlab.reporting.study_report import figure, mean_present, spread, table, variant_of
+from reasonlab.runs.folder import RunDir
 
 
 def _length(probe: str) -> int:
@@ -41,7 +41,7 @@ def _by_variant(result: dict[str, Any]) -> dict[str, list[tuple[str, dict[str, A
 def _plot_lengths(curves: dict[str, dict[int, list[float]]]) -> bytes:
     import matplotlib.pyplot as plt
 
-    from reasonlab.analysis.plots import png_bytes
+    from reasonlab.reporting.plots import png_bytes
 
     fig, axis = plt.subplots(figsize=(6.2, 3.8))
     for variant, by_length in curves.items():
@@ -64,9 +64,9 @@ def _plot_lengths(curves: dict[str, dict[int, list[float]]]) -> bytes:
 
 def _position_accuracy(run_dir: Path, config: dict[str, Any], probe: str) -> list[float]:
     """Accuracy at each copied position of ``probe`` for the run's final model (greedy)."""
-    from reasonlab.evaluate import greedy_complete
     from reasonlab.tasks import build_task
     from reasonlab.tasks.copy import position_accuracy
+    from reasonlab.training.evaluation import greedy_complete
 
     run = RunDir(run_dir)
     loaded = run.load_config()

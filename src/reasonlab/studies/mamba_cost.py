@@ -16,14 +16,14 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from reasonlab.analysis.plots import TITLE_SIZE, save_png, wrap_title
+from reasonlab.bench.decode_cost import decode_cost, fit_slope
 from reasonlab.config import RunConfig
-from reasonlab.decode_cost import decode_cost, fit_slope
-from reasonlab.io import write_json
+from reasonlab.core.files import write_json
 from reasonlab.models.base import LanguageModel
-from reasonlab.report import figure, table
-from reasonlab.runs import RunDir
-from reasonlab.train import resolve_device
+from reasonlab.reporting.plots import TITLE_SIZE, save_png, wrap_title
+from reasonlab.reporting.study_report import figure, table
+from reasonlab.runs.folder import RunDir
+from reasonlab.training.loop import resolve_device
 
 LENGTHS = {
     "cpu": [64, 128, 256, 512, 1024, 2048, 4096],

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from reasonlab.report import mean_present, spread, table, variant_of
+from reasonlab.reporting.study_report import mean_present, spread, table, variant_of
 
 METRICS = {
     "test": "exact match (greedy)",

@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from reasonlab.report import figure, table, variant_of
+from reasonlab.reporting.study_report import figure, table, variant_of
 
 
 def _plot(curves: dict[str, dict[int, float]], threshold: float) -> bytes:
     import matplotlib.pyplot as plt
 
-    from reasonlab.analysis.plots import png_bytes
+    from reasonlab.reporting.plots import png_bytes
 
     fig, axis = plt.subplots(figsize=(6.0, 3.6))
     for label, by_state in curves.items():

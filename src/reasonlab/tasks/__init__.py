@@ -7,8 +7,8 @@ from pathlib import Path
 
 from reasonlab.config import ConfigError, TaskConfig
 from reasonlab.tasks.base import Probe, Task, TaskData
-from reasonlab.tasks.grokked_folder import write_folder
-from reasonlab.tasks.twohop import build_twohop
+from reasonlab.tasks.twohop.folder import write_folder
+from reasonlab.tasks.twohop.task import build_twohop
 
 
 def _build_copy(cfg: TaskConfig) -> TaskData:
@@ -18,7 +18,7 @@ def _build_copy(cfg: TaskConfig) -> TaskData:
 
 
 def _build_dp(cfg: TaskConfig) -> TaskData:
-    from reasonlab.tasks.dp import build_dp
+    from reasonlab.tasks.dp.task import build_dp
 
     return build_dp(cfg)  # type: ignore[arg-type]
 

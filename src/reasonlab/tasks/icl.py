@@ -198,7 +198,7 @@ def write_icl_dataset(cfg: ICLTaskConfig, out: Path) -> dict[str, int]:
     """Writes test.jsonl into ``out``: one test prompt per line, {"x": n lists of d numbers,
     "y": n numbers}. Training prompts are drawn fresh at every step, so there is no train file;
     returns line counts."""
-    from reasonlab.io import atomic_path, make_dir
+    from reasonlab.core.files import atomic_path, make_dir
 
     make_dir(out)
     probe = ICLTask(cfg).probes["test"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from reasonlab.io import atomic_path, make_dir
+from reasonlab.core.files import atomic_path, make_dir
 from reasonlab.tasks.base import TaskData
 
 

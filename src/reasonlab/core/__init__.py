@@ -1,0 +1,1 @@
+"""The bottom layer: the input-error type and files written whole or not at all."""

@@ -1,0 +1,187 @@
+"""Running a ready study: every (variant, seed) trained, skipped or resumed into
+``OUT/runs/NAME``, then the study's analysis and its report, both handed in by the caller
+(``reasonlab.studies``), so that this layer knows no study and no report format.
+
+Runs are trained one after the other (or ``jobs`` at a time, each in a process of its own). A run
+that already completed with the same config is reused, one that stopped is resumed, and a folder
+holding a different run is refused; so re-running a study after an interruption continues where
+it stopped, saying for each run "training", "skipped (completed)" or "resuming at step N".
+``OUT/summary.json`` (study, preset, seeds, overrides, status, wall_s, runs) is rewritten after
+every run; the study folder is locked while the study runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from reasonlab.config import ConfigError, RunConfig
+from reasonlab.core.files import make_dir, read_json, write_json
+from reasonlab.experiments.study_spec import STUDIES, StudySpec, study_configs
+from reasonlab.experiments.trials import LocalRunner, plan_run, same_run
+from reasonlab.runs.folder import RunDir, hold_lock
+
+# analyze(study folder, study summary) -> (analysis data, report sections)
+Analyze = Callable[[Path, dict[str, Any]], tuple[Any, list[Any]]]
+# report(study folder, spec, study summary, report sections) -> None
+Report = Callable[[Path, StudySpec, dict[str, Any], list[Any]], None]
+
+
+def _copy_completed(source: Path, config: RunConfig, run_dir: Path) -> bool:
+    """Copies a completed run with the same config from another study folder, if there is one."""
+    run = RunDir(source)
+    if run_dir.exists() or not run.config_path.exists():
+        return False
+    if (run.summary() or {}).get("status") != "completed" or not same_run(
+        run.load_config(), config
+    ):
+        return False
+    shutil.copytree(source, run_dir)
+    return True
+
+
+def _check_study_folder(out: Path, name: str, preset: str) -> dict[str, Any] | None:
+    """The folder's previous study summary (None for a new folder); refuses a file, another
+    study's folder and a folder holding something else."""
+    summary_path = out / "summary.json"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, expected a folder")
+    if summary_path.exists():
+        previous = read_json(summary_path)
+        if not isinstance(previous, dict) or (previous.get("study"), previous.get("preset")) != (
+            name,
+            preset,
+        ):
+            raise ConfigError(f"--out {out}: holds another study; choose another folder")
+        return previous
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {out}: exists and is not a study folder; choose another folder")
+    return None
+
+
+def run_study(
+    name: str,
+    preset: str = "cpu",
+    seeds: int | None = None,
+    out: str | Path = "runs/study",
+    overrides: list[str] | None = None,
+    reuse: str | Path | None = None,
+    jobs: int = 1,
+    analyze: Analyze | None = None,
+    report: Report | None = None,
+) -> dict[str, Any]:
+    """Trains (or skips, or resumes) every run of a study, then its analysis and its report.
+    Running it again continues where it stopped: completed runs are skipped, stopped ones
+    resumed. The study folder is locked while this runs. ``jobs`` > 1 trains that many runs at
+    once, each in a fresh (spawned) process with its share of the CPU threads; the summary still
+    lists the runs in the study's order."""
+    if jobs < 1:
+        raise ConfigError("--jobs: must be at least 1")
+    if name not in STUDIES:
+        raise ConfigError(f"NAME: unknown study {name!r} (known: {', '.join(STUDIES)})")
+    spec = STUDIES[name]
+    seeds = spec.seeds if seeds is None else seeds
+    configs = study_configs(spec, preset, seeds, overrides)
+    out = Path(out)
+    previous = _check_study_folder(out, name, preset) or {}
+    make_dir(out / "runs")
+    with hold_lock(out, "study folder"):
+        plan = {run_name: plan_run(c, out / "runs" / run_name) for run_name, c in configs.items()}
+        runner = LocalRunner(jobs)
+        try:
+            result = _run_planned(
+                spec,
+                preset,
+                seeds,
+                out,
+                overrides,
+                reuse,
+                configs,
+                plan,
+                previous,
+                runner,
+                analyze,
+                report,
+            )
+        except BaseException:
+            runner.close(stop_workers=True)
+            raise
+        runner.close()
+        return result
+
+
+def _run_planned(
+    spec: StudySpec,
+    preset: str,
+    seeds: int,
+    out: Path,
+    overrides: list[str] | None,
+    reuse: str | Path | None,
+    configs: dict[str, RunConfig],
+    plan: dict[str, str],
+    previous: dict[str, Any],
+    runner: LocalRunner,
+    analyze: Analyze | None,
+    report: Report | None,
+) -> dict[str, Any]:
+    summary_path = out / "summary.json"
+    result: dict[str, Any] = {
+        "study": spec.name,
+        "preset": preset,
+        "seeds": seeds,
+        "overrides": list(overrides or []),
+        "status": "running",
+        "runs": {},
+    }
+    wall_before = float(previous.get("wall_s") or 0.0)
+    started = time.perf_counter()
+
+    def save(status: str) -> None:
+        result["status"] = status
+        result["wall_s"] = round(wall_before + time.perf_counter() - started, 3)
+        write_json(summary_path, result)
+
+    save("running")  # marks the folder as this study's before any run can fail
+    status, sections = "failed", []
+    try:
+        # With one job, submit trains at once: each run's line comes just before its training,
+        # and each run is in summary.json as soon as it finished.
+        pending: dict[str, Future[dict[str, Any]]] = {}
+
+        def record(run_name: str) -> None:
+            summary = pending[run_name].result()
+            config = configs[run_name].model_dump(mode="json")
+            result["runs"][run_name] = {**summary, "config": config}
+            save("running")
+
+        for run_name, config in configs.items():
+            run_dir = out / "runs" / run_name
+            action = plan[run_name]
+            if (
+                action == "training"
+                and reuse is not None
+                and _copy_completed(Path(reuse) / "runs" / run_name, config, run_dir)
+            ):
+                action = f"reused from {reuse}"
+            print(f"[{spec.name}] {run_name}: {action}", flush=True)
+            pending[run_name] = runner.submit(config, run_dir)
+            if not runner.parallel:
+                record(run_name)
+        for run_name in configs:
+            if run_name not in result["runs"]:
+                record(run_name)
+        if analyze is not None:
+            result["analysis"], sections = analyze(out, result)
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        save(status)
+    if report is not None:
+        report(out, spec, result, sections)
+    return result

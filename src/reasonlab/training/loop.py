@@ -1,0 +1,441 @@
+"""The one training loop: every task, every model family, CPU or CUDA.
+
+AdamW (no decay on norms and biases), linear warm-up then constant or cosine, gradient clipping.
+The task (``tasks/base.py``, ``Task``) draws each step's batch as a function of (seed, step), so a
+resumed run sees exactly the batches it would have seen, and computes the loss from the model's
+outputs: the loop itself knows no kind of task.
+Evaluation runs every ``eval.every`` steps; checkpoints are kept on a log-spaced schedule.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from reasonlab.config import (
+    ConfigError,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+)
+from reasonlab.models.build import build_model
+from reasonlab.runs.folder import (
+    RunDir,
+    TrainingCheckpoints,
+    check_data_fingerprint,
+    unpack_state,
+    versions,
+    write_json,
+)
+from reasonlab.tasks import Task, build_task
+from reasonlab.tasks.base import Batch, sample_probes
+from reasonlab.training.evaluation import evaluate
+from reasonlab.training.precision import autocast_context, precision_notes, uses_bf16
+from reasonlab.training.progress import Progress
+
+RESERVED_KEYS = ("step", "loss", "lr", "tokens", "elapsed_s")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name} requested but CUDA is not available")
+    return device
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    # no decay on norms, biases and what a family marks (Mamba's A_log and D, as the reference)
+    def decays(p: nn.Parameter) -> bool:
+        return p.dim() >= 2 and not getattr(p, "_no_weight_decay", False)
+
+    decay = [p for p in model.parameters() if p.requires_grad and decays(p)]
+    no_decay = [p for p in model.parameters() if p.requires_grad and not decays(p)]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=cfg.betas, fused=fused_adamw(decay + no_decay)
+    )
+
+
+def fused_adamw(params: list[nn.Parameter]) -> bool:
+    """Whether AdamW's fused kernel serves these parameters: float tensors on a CPU or CUDA (one
+    kernel for every tensor instead of a dozen operations each; on the quick model's CPU step
+    1.75 ms against 7.2, docs/BENCHMARKS.md). Elsewhere the default implementation."""
+    supported = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return bool(params) and supported
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimizer step ``step`` (0-based)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    floor = cfg.min_lr_ratio * cfg.lr
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_task_model(model_config: ModelConfig, data: Task) -> nn.Module:
+    """The model of ``model_config`` reading and writing what the task does (``Task.io``)."""
+    io = data.io()
+    return build_model(model_config, io.vocab_size, io.max_seq_len, io.input_dim, io.output_dim)
+
+
+def step_loss(model: nn.Module, data: Task, batch: Batch) -> Tensor:
+    """The loss of one training step: the task's loss on the model's outputs for the batch."""
+    return data.loss(model(batch.inputs), batch)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class History:
+    records: list[dict[str, Any]] = field(default_factory=list)
+    step: int = 0  # the last optimizer step completed
+
+    def probe_keys(self) -> list[str]:
+        keys: dict[str, None] = {}
+        for record in self.records:
+            keys.update({k: None for k in record if k not in RESERVED_KEYS})
+        return list(keys)
+
+    def summary(self, threshold: float, higher_is_better: bool = True) -> dict[str, Any]:
+        """Final and best value of every probe key, and the first step each reached the
+        threshold: at or above it for an accuracy, at or below it for an error."""
+        keys = self.probe_keys()
+        final = {k: self.records[-1].get(k) for k in keys} if self.records else {}
+        pick = max if higher_is_better else min
+        best = {
+            k: pick((r[k] for r in self.records if r.get(k) is not None), default=None)
+            for k in keys
+        }
+
+        def reached(value: float | None) -> bool:
+            if value is None:
+                return False
+            return value >= threshold if higher_is_better else value <= threshold
+
+        steps = {
+            k: next((r["step"] for r in self.records if reached(r.get(k))), None) for k in keys
+        }
+        return {"final": final, "best": best, "steps_to_threshold": steps}
+
+
+@dataclass
+class Training:
+    """Everything the loop of one run works with: what was built, and where training stands."""
+
+    config: RunConfig
+    run: RunDir
+    data: Task
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    autocast: bool
+    checkpoints: TrainingCheckpoints
+    history: History
+    progress: Progress | None = None
+    start_step: int = 0
+    elapsed_before: float = 0.0  # wall seconds of the run before this process took it over
+    tokens_seen: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return round(self.elapsed_before + time.perf_counter() - self.started, 3)
+
+
+def train(
+    config: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    data: Task | None = None,
+    allow_data_change: bool = False,
+    on_resume: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Trains one run into the folder ``out`` (new, or an existing one with ``resume``).
+
+    The folder is locked for the whole call: another process that tries to train, resume or
+    analyse it meanwhile is refused and changes nothing. On resume the task is rebuilt and its
+    fingerprint compared with the one recorded when the run was made (``allow_data_change``
+    proceeds on a mismatch and notes it). A resume whose ``train.steps`` is larger than the
+    recorded one continues the run to the new length. ``on_resume(step)`` is called once every
+    check has passed, before training resumes at ``step``."""
+    run = RunDir(out)
+    device = resolve_device(config.train.device)
+    autocast = uses_bf16(config.train, device)
+    data = data if data is not None else build_task(config.task)
+    if data.resolved:  # what the data decides (e.g. the CoT pattern of a data_dir folder)
+        config = config.model_copy(update={"task": config.task.model_copy(update=data.resolved)})
+    torch.manual_seed(config.train.seed)
+    model = build_task_model(config.model, data).to(device)
+    optimizer = make_optimizer(model, config.train)
+    # Only now, with data and model built (bad input already refused), touch the folder.
+    if resume:
+        run.load_config()  # a clear error for a missing folder, a study folder, ...
+    else:
+        run.claim()
+    state = Training(
+        config,
+        run,
+        data,
+        model,
+        optimizer,
+        device,
+        autocast,
+        TrainingCheckpoints(run, config),
+        History(),
+    )
+    with run.lock():
+        return _train_locked(state, resume, allow_data_change, on_resume)
+
+
+def _train_locked(
+    state: Training,
+    resume: bool,
+    allow_data_change: bool,
+    on_resume: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    config, run, data = state.config, state.run, state.data
+    notes = list(data.notes) + schedule_notes(config.train)
+    notes += precision_notes(config.train, state.device)
+    if config.eval.sample is not None:
+        notes.append(
+            f"evaluations before step {config.train.steps} scored at most {config.eval.sample} "
+            "rows per probe (eval.sample); the last one every row"
+        )
+    fingerprint = data.fingerprint()
+    if resume:
+        notes = _prepare_resume(state, fingerprint, notes, allow_data_change, on_resume)
+    else:
+        run.create(config, data.vocab)
+    for note in notes:
+        if note.startswith(WARNING_PREFIX):
+            print(f"{run.path}: {note}", file=sys.stderr)
+
+    history = state.history
+    summary_base = {
+        "status": "running",
+        "steps": config.train.steps,
+        "device": str(state.device),
+        "precision": "bf16" if state.autocast else "fp32",
+        "num_parameters": sum(p.numel() for p in state.model.parameters()),
+        "data_fingerprint": fingerprint,
+        "data_stats": data.stats,
+        "metric": data.metric.as_dict(),
+        "notes": notes,
+        "versions": versions(),
+    }
+    if state.checkpoints.kept:
+        summary_base["continued_from"] = sorted(state.checkpoints.kept)
+    write_json(
+        run.summary_path,
+        {
+            **summary_base,
+            **history.summary(config.eval.threshold, data.metric.higher_is_better),
+            "step": state.start_step,
+            "wall_s": state.elapsed_before,
+        },
+    )
+    state.progress = Progress(
+        config.log.progress,
+        config.train.steps,
+        state.start_step,
+        data.headline_probes(),
+        run=run.path,
+        eval_every=config.eval.every,
+        device=state.device.type,
+    )
+    state.started = time.perf_counter()
+    status, error = "failed", None
+    try:
+        _loop(state)
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except Exception as exc:  # recorded in the summary, then re-raised
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        state.progress.close()
+        checkpoints = run.checkpoint_steps()
+        summary = {
+            **summary_base,
+            "status": status,
+            **history.summary(config.eval.threshold, data.metric.higher_is_better),
+            "step": history.step,
+            "last_checkpoint": checkpoints[-1] if checkpoints else None,
+            "wall_s": state.elapsed(),
+        }
+        if status != "completed" and checkpoints:
+            summary["resume"] = f"reasonlab run --resume {run.path}"
+        if error:
+            summary["error"] = error
+        write_json(run.summary_path, summary)
+    return summary
+
+
+def _prepare_resume(
+    state: Training,
+    fingerprint: str,
+    notes: list[str],
+    allow_data_change: bool,
+    on_resume: Callable[[int], None] | None,
+) -> list[str]:
+    """Checks everything a resume depends on, restores the newest checkpoint into ``state``,
+    and only then repairs the folder. Returns the run's notes."""
+    config, run, checkpoints = state.config, state.run, state.checkpoints
+    previous = run.summary() or {}
+    data_note = check_data_fingerprint(run, fingerprint, allow_data_change)
+    start_step, saved = checkpoints.resume_point()
+    recorded_steps = run.load_config().train.steps
+    checkpoints.kept = {int(s) for s in previous.get("continued_from", [])}
+    notes = list(dict.fromkeys([*previous.get("notes", []), *notes]))
+    if recorded_steps != config.train.steps:
+        if config.train.steps <= start_step:
+            raise ConfigError(
+                f"train.steps: {config.train.steps} is not beyond step {start_step}, "
+                "where the run's newest checkpoint is"
+            )
+        checkpoints.kept.add(start_step)
+        notes.append(
+            f"continued from step {start_step}: train.steps {recorded_steps} -> "
+            f"{config.train.steps}"
+        )
+    if data_note:
+        notes.append(data_note)
+    if saved is not None:
+        tensors, metadata = saved
+        path = str(run.checkpoint_path(start_step))
+        unpack_state(
+            tensors, state.model, state.optimizer, metadata["param_groups"], state.device, path
+        )
+        state.elapsed_before, state.tokens_seen = metadata["elapsed_s"], metadata["tokens"]
+        state.start_step = state.history.step = start_step
+    # every check passed and the checkpoint is restored: only now may the folder change
+    if on_resume is not None:
+        on_resume(start_step)
+    if recorded_steps != config.train.steps:
+        write_json(run.config_path, config.model_dump(mode="json"))
+    # repair what a killed process left behind
+    state.history.records = checkpoints.repair(start_step if saved is not None else -1)
+    return notes
+
+
+WARNING_PREFIX = "warning: "
+
+
+def schedule_notes(cfg: TrainConfig) -> list[str]:
+    """Settings that are legal but rarely meant, said once in the run's notes (and on stderr)."""
+    if cfg.warmup_steps > cfg.steps:
+        reached = learning_rate(cfg.steps - 1, cfg)
+        return [
+            f"{WARNING_PREFIX}train.warmup_steps {cfg.warmup_steps} exceeds train.steps "
+            f"{cfg.steps}: the learning rate ends at {reached:.3g}, never reaching train.lr "
+            f"{cfg.lr:g}"
+        ]
+    return []
+
+
+def extend_config(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """A run's config with ``--set`` overrides for ``--resume``: only ``train.steps`` may change
+    (continue the run to more steps); anything else would make the checkpoints mean something
+    else."""
+    data = apply_overrides(config.model_dump(mode="json"), overrides)
+    extended = config_from_dict(data)
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if key != "train.steps":
+            raise ConfigError(
+                f"--set {key}: with --resume only train.steps can change (to continue a run)"
+            )
+    return extended
+
+
+def _loop(state: Training) -> None:
+    config, run, data, model, device = (
+        state.config,
+        state.run,
+        state.data,
+        state.model,
+        state.device,
+    )
+    train_cfg, eval_cfg = config.train, config.eval
+    progress, history, optimizer = state.progress, state.history, state.optimizer
+    assert progress is not None
+    context = autocast_context(device, state.autocast)
+    if device.type == "cuda":
+        data.pin_memory()
+    model_shape = data.io().shape()
+
+    sampled = data.probes
+    if eval_cfg.sample is not None:
+        sampled = sample_probes(data.probes, eval_cfg.sample, config.train.seed)
+
+    def log_evaluation(step: int, loss: float | None) -> dict[str, Any]:
+        progress.evaluating(step)
+        probes = data.probes if step == train_cfg.steps else sampled
+        accuracies = evaluate(model, probes, eval_cfg.batch_size, device, state.autocast)
+        record = {
+            "step": step,
+            **accuracies,
+            "loss": loss,
+            "lr": learning_rate(max(step - 1, 0), train_cfg),
+            "tokens": state.tokens_seen,
+            "elapsed_s": state.elapsed(),
+        }
+        run.append_metrics(record)
+        history.records.append(record)
+        return record
+
+    if state.start_step == 0 and eval_cfg.at_start:
+        progress.evaluated(log_evaluation(0, None))
+    model.train()
+    loss_sum, loss_count = 0.0, 0
+    for step in range(state.start_step, train_cfg.steps):
+        lr = learning_rate(step, train_cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = data.batch(step, train_cfg.batch_size, train_cfg.seed).to(device)
+        with context:
+            loss = step_loss(model, data, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if train_cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        optimizer.step()
+        loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
+        state.tokens_seen += batch.units
+        done = history.step = step + 1
+        progress.step_done(done)
+        if done % eval_cfg.every and done != train_cfg.steps:
+            continue
+        record = log_evaluation(done, round(loss_sum / loss_count, 6))
+        loss_sum, loss_count = 0.0, 0
+        progress.evaluated(record)
+        metadata = {
+            "elapsed_s": record["elapsed_s"],
+            "tokens": state.tokens_seen,
+            "model_shape": model_shape,
+        }
+        state.checkpoints.save(done, model, optimizer, metadata)
