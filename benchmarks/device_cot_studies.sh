@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One GPU call for the CoT studies (docs/RESULTS.md sections 3, 4, 16, 17) and the GPU step times
-# (docs/BENCHMARKS.md), run from the repository root on a machine whose python3 has CUDA
-# PyTorch; pydantic and its dependencies travel as wheels in .whl/ (device_setup.sh).
+# One GPU call for the CoT studies (docs/studies/: cot-noise, cot-lambda, cot-pattern, cot-depth)
+# and the GPU step times (docs/BENCHMARKS.md), run from the repository root on a machine whose
+# python3 has CUDA PyTorch; pydantic and its dependencies travel as wheels in .whl/
+# (device_setup.sh).
 #
 #   1. `reasonlab bench step --device cuda` alone on the GPU: the quick shape, the wide shape, the
 #      paper's shape (8 x 768, 12 heads, batch 512 x 6), fp32 and bf16; the wide Mamba;

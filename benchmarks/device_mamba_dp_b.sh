@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The second GPU call (docs/RESULTS.md section 9): the Mamba runs of mamba-dp's medium preset on LIS
+# The second GPU call (docs/studies/mamba-dp.md): the Mamba runs of mamba-dp's medium preset on LIS
 # and arithmetic (3 seeds each, 12 runs at once, fp32), which a 2-core CPU cannot train in a
 # session. Same run names and configs as `reasonlab study mamba-dp --preset medium --seeds 3 --set
 # train.precision=fp32`, so that study reuses them (--reuse).

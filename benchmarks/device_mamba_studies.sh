@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One GPU call for the Mamba studies (docs/RESULTS.md sections 8-11), run from the repository root
-# on a machine whose python3 has CUDA PyTorch. pydantic and its three dependencies, missing from
-# that machine's image, travel as wheels in .whl/ (downloaded beside the checkout with pip download).
+# One GPU call for the Mamba studies (docs/studies/: mamba-copy, mamba-dp, mamba-cost,
+# mamba-locality), run from the repository root on a machine whose python3 has CUDA PyTorch.
+# pydantic and its three dependencies, missing from that machine's image, travel as wheels in
+# .whl/ (downloaded beside the checkout with pip download).
 #
 #   1. mamba-cost, preset paper (8 x 512 models) with 200 training steps, alone on the GPU so that
 #      the decoding times are not disturbed (the timings need a trained-enough model, not a good one);

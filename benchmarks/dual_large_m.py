@@ -6,7 +6,7 @@ The rf estimate is computed in log space in chunks of 65,536 features (no dual g
 m up to 2^22 fits in memory and minutes); the queries are the last positions of the run's first
 4 probe rows, as in ``reasonlab analyze dual``. Prints, per head, the variance scale, the mean
 relative gap per m over queries x draws and the fitted log-log slope (-0.5 at the Monte Carlo
-rate). Used for docs/RESULTS.md section 12: whether the rate shows on trained heads once m is far
+rate). Used for docs/studies/icl-dual.md: whether the rate shows on trained heads once m is far
 above their variance scale.
 """
 
@@ -18,13 +18,8 @@ import math
 import torch
 from torch import Tensor
 
-from reasonlab.analysis.dual import (
-    example_inputs,
-    layer_inputs,
-    loglog_slope,
-    softmax_attention,
-    variance_scale,
-)
+from reasonlab.analysis.dual import loglog_slope, softmax_attention, variance_scale
+from reasonlab.analysis.dual_check import example_inputs, layer_inputs
 from reasonlab.runs.folder import RunDir
 
 CHUNK = 1 << 16

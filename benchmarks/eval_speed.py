@@ -1,6 +1,6 @@
 """Benchmark: evaluation of a trained run's probes, full recomputation (the original algorithm)
 vs incremental decoding, time, queries per second and whether the metrics are equal (see
-reasonlab/bench_eval.py for how).
+src/reasonlab/bench/evaluation.py for how).
 
 python benchmarks/eval_speed.py RUN_DIR [--repeats 3] [--step N] [--device cpu] [--threads T]
 

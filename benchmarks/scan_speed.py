@@ -1,6 +1,6 @@
 """Benchmark: the selective scan's forward + backward, reasonlab's scan (compiled for large CPU
 inputs) and its eager chunked scan vs mambapy's parallel scan vs the sequential loop, time and
-peak memory (see reasonlab/bench_scan.py for how).
+peak memory (see src/reasonlab/bench/scan.py for how).
 
 python benchmarks/scan_speed.py                      (same as: reasonlab bench scan)
 python benchmarks/scan_speed.py --copy               (the COPY-like Mamba's scan: batch 64, L 40;

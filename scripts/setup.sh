@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Creates .venv (once) and installs reasonlab into it with its dev tools.
+# Creates .venv (once) and installs reasonlab into it with its dev and docs tools and extras.
 # On a machine without an NVIDIA GPU the CPU build of torch is pinned first, so that the
 # open range in pyproject.toml is already satisfied and no multi-GB CUDA build is pulled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
-EXTRAS="${EXTRAS:-dev,hf,lens,mamba,runs,ray}"
+EXTRAS="${EXTRAS:-dev,docs,hf,lens,mamba,runs,ray}"
 CPU_TORCH="${CPU_TORCH:-torch==2.13.0}"
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SMALL_TASK
+from helpers import SMALL_TASK, exit_code, tiny_gpt
 from reasonlab.analysis.logit_lens import first_top1_layer, logit_lens, ranks_of
 from reasonlab.analysis.patching import hook_rows, patch_grid
 from reasonlab.analysis.runs import run_logit_lens, run_trace
@@ -18,9 +18,7 @@ from reasonlab.analysis.twohop_queries import (
     query_tensors,
     tail_table,
 )
-from reasonlab.cli import main
 from reasonlab.config import TwoHopTaskConfig, config_from_dict
-from reasonlab.models.gpt import GPT, GPTConfig
 from reasonlab.tasks.twohop.encoding import Vocabulary
 from reasonlab.tasks.twohop.generator import build_splits
 from reasonlab.training.loop import train
@@ -31,22 +29,20 @@ TASK = {
 }
 
 
-def tiny_gpt(positions: str = "learned", tie: bool = False) -> GPT:
-    torch.manual_seed(0)
-    return GPT(
-        GPTConfig(
-            vocab_size=30,
-            max_seq_len=6,
-            n_layers=2,
-            d_model=32,
-            n_heads=4,
-            positions=positions,
-            tie_embeddings=tie,
-        )
-    ).eval()
+# The GPT of the unit tests below: 30 symbols, 6 positions, 2 layers of width 32 with 4 heads.
+GPT_SHAPE = {"vocab_size": 30, "max_seq_len": 6, "d_model": 32, "n_heads": 4}
 
 
 # ----------------------------------------------------------------------------- logit lens
+
+
+def assert_ranks_within_ties(ranks, logits, target, tolerance: float) -> None:
+    """Ranks read on one path against logits (..., V) of another: each rank lies between the
+    number of logits above the target's by more than ``tolerance`` and the number above it less
+    ``tolerance``, so that rounding between the paths may move only near-tied logits."""
+    target_logit = logits.gather(-1, target.unsqueeze(-1))
+    assert ((logits > target_logit + tolerance).sum(-1) <= ranks).all()
+    assert (ranks <= (logits > target_logit - tolerance).sum(-1)).all()
 
 
 def test_ranks_of_counts_larger_logits():
@@ -56,14 +52,14 @@ def test_ranks_of_counts_larger_logits():
 
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
 def test_logit_lens_last_layer_is_the_model_output(positions):
-    model = tiny_gpt(positions)
+    model = tiny_gpt(**GPT_SHAPE, positions=positions)
     tokens = torch.randint(0, 30, (7, 5))
     target = torch.randint(0, 30, (7,))
     lens = logit_lens(model, tokens, target, batch_size=3)
     assert lens.rank.shape == (3, 7, 5)  # embeddings + 2 blocks
     logits = model(tokens)
-    expected = ranks_of(logits, target[:, None].expand(7, 5))
-    assert torch.equal(lens.rank[-1], expected)
+    # the lens reads batches of 3 rows, the model one batch of 7: logits equal up to rounding
+    assert_ranks_within_ties(lens.rank[-1], logits, target[:, None].expand(7, 5), 1e-5)
     probs = logits.softmax(-1).gather(-1, target[:, None, None].expand(7, 5, 1))[..., 0]
     assert torch.allclose(lens.prob[-1], probs, atol=1e-6)
     assert torch.allclose(lens.mrr(), (1 / (lens.rank.float() + 1)).mean(1))
@@ -71,13 +67,14 @@ def test_logit_lens_last_layer_is_the_model_output(positions):
 
 
 def test_logit_lens_reads_every_residual_layer_through_the_final_norm():
-    model = tiny_gpt()
+    model = tiny_gpt(**GPT_SHAPE)
     tokens = torch.randint(0, 30, (4, 5))
     target = torch.randint(0, 30, (4,))
     lens = logit_lens(model, tokens, target)
     _, cache = model.run_with_cache(tokens)
     middle = model.unembed(model.ln_final(cache["blocks.0.hook_resid_post"]))
-    assert torch.equal(lens.rank[1], ranks_of(middle, target[:, None].expand(4, 5)))
+    # every hook watched runs attention by hand, the lens's run fused: equal up to rounding
+    assert_ranks_within_ties(lens.rank[1], middle, target[:, None].expand(4, 5), 1e-5)
 
 
 def test_first_top1_layer():
@@ -114,7 +111,7 @@ def test_lens_result_statistics_by_hand():
 
 
 def test_patching_from_identical_input_changes_nothing():
-    model = tiny_gpt()
+    model = tiny_gpt(**GPT_SHAPE)
     tokens = torch.randint(0, 30, (6, 5))
     target = torch.randint(0, 30, (6,))
     grid = patch_grid(model, tokens, tokens.clone(), target, target, read_position=4)
@@ -123,7 +120,7 @@ def test_patching_from_identical_input_changes_nothing():
 
 
 def test_patching_the_read_position_at_the_last_layer_gives_the_counterfactual_output():
-    model = tiny_gpt()
+    model = tiny_gpt(**GPT_SHAPE)
     clean = torch.randint(0, 30, (6, 5))
     corrupt = torch.randint(0, 30, (6, 5))
     clean_target, corrupt_target = torch.randint(0, 30, (6,)), torch.randint(0, 30, (6,))
@@ -149,7 +146,7 @@ def test_patching_the_read_position_at_the_last_layer_gives_the_counterfactual_o
 
 def test_patching_is_manual_intervention():
     """One cell of the grid equals a hand-made forward with the activation swapped in."""
-    model = tiny_gpt()
+    model = tiny_gpt(**GPT_SHAPE)
     clean, corrupt = torch.randint(0, 30, (5, 4)), torch.randint(0, 30, (5, 4))
     clean_target, corrupt_target = torch.randint(0, 30, (5,)), torch.randint(0, 30, (5,))
     grid = patch_grid(model, clean, corrupt, clean_target, corrupt_target, 3)
@@ -171,7 +168,7 @@ def test_patch_grid_clean_and_counterfactual_baselines():
     """clean_top1 reads the clean run and corrupt_top1 the counterfactual run (both against the
     clean target): here the clean answer is always top-1, and the counterfactual run keeps it
     for the half of the queries whose counterfactual equals the clean query."""
-    model = tiny_gpt()
+    model = tiny_gpt(**GPT_SHAPE)
     generator = torch.Generator().manual_seed(1)
     clean = torch.randint(0, 30, (40, 5), generator=generator)
     corrupt = torch.randint(0, 30, (40, 5), generator=generator)
@@ -280,28 +277,12 @@ def test_analysis_runs_on_every_gpt_configuration(trained_runs, name):
 
 def test_analyze_cli_writes_json_and_png(trained_runs, capsys):
     run_dir = trained_runs["after"]
-    with pytest.raises(SystemExit) as exit_info:
-        main(
-            [
-                "analyze",
-                "trace",
-                str(run_dir),
-                "--change",
-                "head",
-                "--probe",
-                "test_inferred_ood",
-                "--hook",
-                "mlp_out",
-                "--queries",
-                "20",
-            ]
-        )
-    assert exit_info.value.code == 0
+    trace_args = ["--change", "head", "--probe", "test_inferred_ood", "--hook", "mlp_out"]
+    assert exit_code("analyze", "trace", run_dir, *trace_args, "--queries", "20") == 0
     assert "share still answering" in capsys.readouterr().out
     assert (run_dir / "analysis" / "trace-test_inferred_ood-head-tail-mlp_out-step6.png").exists()
-    with pytest.raises(SystemExit) as exit_info:
-        main(["analyze", "logit-lens", str(run_dir), "--target", "tail", "--checkpoint", "6"])
-    assert exit_info.value.code == 0
+    lens_args = ["--target", "tail", "--checkpoint", "6"]
+    assert exit_code("analyze", "logit-lens", run_dir, *lens_args) == 0
     assert (run_dir / "analysis" / "logit-lens-test_inferred_ood-tail-step6.json").exists()
 
 
@@ -323,13 +304,9 @@ def test_analyze_cli_json_holds_the_library_values(trained_runs, capsys):
 
     run_dir = trained_runs["after"]
     lens_args = ["analyze", "logit-lens", str(run_dir), "--target", "bridge", "--queries", "20"]
-    with pytest.raises(SystemExit) as exit_info:
-        main([*lens_args, "--probe", "test_inferred_ood", "--checkpoint", "6"])
-    assert exit_info.value.code == 0
+    assert exit_code(*lens_args, "--probe", "test_inferred_ood", "--checkpoint", "6") == 0
     trace_args = ["analyze", "trace", str(run_dir), "--change", "r1", "--hook", "attn_out"]
-    with pytest.raises(SystemExit) as exit_info:
-        main([*trace_args, "--probe", "test_inferred_iid", "--queries", "20"])
-    assert exit_info.value.code == 0
+    assert exit_code(*trace_args, "--probe", "test_inferred_iid", "--queries", "20") == 0
     printed = capsys.readouterr().out
 
     subject = TwoHopRun(run_dir)
@@ -406,13 +383,12 @@ def test_analyze_bad_input_exits_2(trained_runs, tmp_path, capsys, args, field):
         "none": trained_runs["none"],
         "missing": tmp_path / "missing",
     }
-    with pytest.raises(SystemExit) as exit_info:
-        main(["analyze", *(a.format(**values) for a in args)])
-    assert exit_info.value.code == 2
+    assert exit_code("analyze", *(a.format(**values) for a in args)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and field in err
 
 
+@pytest.mark.slow
 def test_cot_circuit_study_reports_both_stages(tmp_path, trained_runs):
     from reasonlab.studies import run_study
 

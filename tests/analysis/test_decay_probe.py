@@ -11,15 +11,14 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_cli
+from helpers import run_cli, tiny_mamba
 from reasonlab.analysis.ssm import _mixer_inputs, decay_profile
-from reasonlab.models.mamba import Mamba, MambaConfig
+from reasonlab.models.mamba import Mamba
 from reasonlab.models.scan import selective_scan_reference
 
 
-def tiny_mamba(seed: int = 0) -> Mamba:
-    torch.manual_seed(seed)
-    model = Mamba(MambaConfig(vocab_size=7, n_layers=2, d_model=8, d_state=3, dt_rank=2))
+def decaying_mamba(seed: int = 0) -> Mamba:
+    model = tiny_mamba(7, seed=seed, d_model=8, d_state=3, dt_rank=2)
     with torch.no_grad():  # larger deltas than the initialisation, so that decays matter
         for block in model.blocks:
             block.mixer.dt_proj.bias.add_(3.0)
@@ -27,7 +26,7 @@ def tiny_mamba(seed: int = 0) -> Mamba:
 
 
 def test_probe_scores_are_the_scans_weights():
-    model = tiny_mamba()
+    model = decaying_mamba()
     tokens = torch.tensor([[1, 2, 3, 4, 5, 6, 1, 2], [3, 3, 1, 0, 2, 6, 5, 4]])
     query = torch.tensor([[5, 7], [4, 6]])
     source = torch.tensor([[1, 2], [0, 3]])
@@ -67,7 +66,7 @@ def test_probe_scores_are_the_scans_weights():
 
 
 def test_a_query_before_its_source_is_refused():
-    model = tiny_mamba()
+    model = decaying_mamba()
     tokens = torch.tensor([[1, 2, 3, 4]])
     with pytest.raises(ValueError, match="after its source"):
         decay_profile(model, tokens, torch.tensor([[1]]), torch.tensor([[2]]))

@@ -11,12 +11,11 @@ import math
 import pytest
 import torch
 
-from conftest import run_cli, tiny_config
+from helpers import one_line_error, run_cli, tiny_config, tiny_gpt
 from reasonlab.analysis.dual import dual_model_prediction as dual
 from reasonlab.analysis.dual import dual_model_prediction_steps as dual_steps
 from reasonlab.analysis.dual import (
     gap_curve,
-    layer_inputs,
     negative_attention,
     positive_features,
     random_feature_attention,
@@ -25,6 +24,7 @@ from reasonlab.analysis.dual import (
     softmax_attention,
     softmax_weights,
 )
+from reasonlab.analysis.dual_check import layer_inputs
 from reasonlab.config import ConfigError
 from reasonlab.models.gpt import GPT, GPTConfig
 from reasonlab.models.mamba import Mamba, MambaConfig
@@ -32,13 +32,8 @@ from reasonlab.models.mamba import Mamba, MambaConfig
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster than two fighting a busy machine's other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: one thread is faster than two fighting a busy machine's other jobs.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_case(T: int, d: int = 4, d_v: int = 3, m: int = 64, seed: int = 0):
@@ -145,9 +140,7 @@ def test_random_features_converge_at_the_monte_carlo_rate():
 
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
 def test_layer_inputs_reproduce_the_heads_output(positions):
-    torch.manual_seed(0)
-    cfg = GPTConfig(11, max_seq_len=10, n_layers=2, d_model=16, n_heads=2, positions=positions)
-    model = GPT(cfg).double().eval()
+    model = tiny_gpt(11, 10, positions=positions).double()
     with torch.no_grad():  # sharper attention than the initialisation's near-uniform one
         for block in model.blocks:
             block.attn.W_qkv.weight.mul_(40.0)
@@ -229,5 +222,4 @@ def test_cli_on_a_trained_gpt_head(tiny_runs, capsys):
 def test_cli_refuses_bad_heads_and_mamba_runs(tiny_runs, capsys, run, option, expected):
     code, _, err = run_cli(["analyze", "dual", tiny_runs / run, *option], capsys)
     assert code == 2
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert err.startswith(f"error: {expected}")
+    assert one_line_error(err).startswith(expected)

@@ -9,28 +9,18 @@ import math
 import pytest
 import torch
 
-from conftest import run_cli
+from helpers import run_cli, tiny_gpt, tiny_mamba
 from reasonlab.bench.decode_cost import decode_cost, fit_slope, state_bytes, state_tensors
-from reasonlab.config import GPTModelConfig, MambaModelConfig
-from reasonlab.models.build import build_model
 from reasonlab.studies import STUDIES, mamba_cost, study_configs
 
 VOCAB = 12
 FLOAT_BYTES = 4
 
 
-def tiny_gpt(positions: str = "rotary"):
-    config = GPTModelConfig(n_layers=2, d_model=16, n_heads=2, positions=positions)
-    return build_model(config, VOCAB, 64)
-
-
-def tiny_mamba():
-    return build_model(MambaModelConfig(n_layers=2, d_model=16, d_state=4), VOCAB, 64)
-
-
 @pytest.mark.parametrize("positions", ["rotary", "learned"])
 def test_gpt_state_grows_exactly_linearly_with_the_length(positions):
-    rows = decode_cost(tiny_gpt(positions), [4, 8, 16], batch_size=2, new_tokens=2, repeats=1)
+    model = tiny_gpt(VOCAB, 64, seed=None, positions=positions)
+    rows = decode_cost(model, [4, 8, 16], batch_size=2, new_tokens=2, repeats=1)
     assert [r["length"] for r in rows] == [4, 8, 16]
     for row in rows:  # keys and values, per layer: (batch, length, d_model) floats each
         assert row["state_bytes"] == 2 * 2 * 2 * row["length"] * 16 * FLOAT_BYTES
@@ -42,7 +32,7 @@ def test_gpt_state_grows_exactly_linearly_with_the_length(positions):
 
 
 def test_mamba_state_is_constant():
-    model = tiny_mamba()
+    model = tiny_mamba(VOCAB, seed=None)
     rows = decode_cost(model, [4, 8, 16], new_tokens=2, repeats=2)
     cfg = model.cfg
     per_layer = cfg.d_inner * (cfg.d_conv - 1) + cfg.d_inner * cfg.d_state  # conv + SSM state
@@ -52,7 +42,7 @@ def test_mamba_state_is_constant():
 
 def test_decoding_does_not_change_the_model_output():
     """decode_cost feeds the model under inference mode and leaves it in eval mode."""
-    model = tiny_gpt()
+    model = tiny_gpt(VOCAB, 64, seed=None, positions="rotary").train()  # decode_cost sets eval
     tokens = torch.randint(0, VOCAB, (1, 6))
     before = model(tokens)
     decode_cost(model, [4], new_tokens=1, repeats=1)
@@ -107,6 +97,7 @@ TINY_STUDY = [
 ]
 
 
+@pytest.mark.slow
 def test_study_measures_both_families_and_reports_the_slopes(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(mamba_cost, "LENGTHS", {"cpu": [4, 8, 16, 32]})
     monkeypatch.setattr(mamba_cost, "REPEATS", 1)

@@ -20,14 +20,12 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from conftest import TINY_RUN, TINY_TASK, tiny_config, tiny_task
+from helpers import TINY_RUN, TINY_TASK, TINY_YAML, tiny_config, tiny_task
 from reasonlab import cli
 from reasonlab.cli import main
 from reasonlab.runs.folder import RunDir, load_checkpoint_file, write_json
 from reasonlab.tasks.twohop.folder import write_folder
 from reasonlab.training.loop import train
-
-TINY_YAML = yaml.safe_dump(TINY_RUN)
 
 
 @pytest.fixture(scope="module")

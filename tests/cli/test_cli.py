@@ -8,19 +8,8 @@ import sys
 
 import pytest
 import torch
-import yaml
 
-from conftest import TINY_RUN, run_cli, snapshot
-
-TINY_YAML = yaml.safe_dump(TINY_RUN)
-
-
-def assert_one_line_error(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert lines[0].startswith("error: ")
-    return lines[0]
+from helpers import one_line_error, run_cli, snapshot
 
 
 def test_good_run(tiny_yaml, tmp_path, capsys):
@@ -42,7 +31,7 @@ def test_bad_config_exits_2_naming_the_field(write_yaml, tmp_path, capsys):
     path = write_yaml("task:\n  lam: -2\n")
     code, stdout, err = run_cli(["run", path, "--out", tmp_path / "run"], capsys)
     assert code == 2 and stdout == ""
-    assert assert_one_line_error(err).startswith("error: task.lam:")
+    assert one_line_error(err).startswith("task.lam:")
     assert not (tmp_path / "run").exists()
 
 
@@ -51,14 +40,14 @@ def test_bad_override_exits_2_naming_the_field(tiny_yaml, tmp_path, capsys):
         ["run", tiny_yaml, "--set", "model.n_layer=2", "--out", tmp_path / "run"], capsys
     )
     assert code == 2
-    assert "model.n_layer" in assert_one_line_error(err)
+    assert "model.n_layer" in one_line_error(err)
 
 
 def test_missing_config_file(tmp_path, capsys):
     missing = tmp_path / "missing.yaml"
     code, _, err = run_cli(["run", missing, "--out", tmp_path / "run"], capsys)
     assert code == 2
-    assert str(missing) in assert_one_line_error(err)
+    assert str(missing) in one_line_error(err)
 
 
 def test_run_into_a_folder_that_holds_another_run(tiny_yaml, tmp_path, capsys):
@@ -68,7 +57,7 @@ def test_run_into_a_folder_that_holds_another_run(tiny_yaml, tmp_path, capsys):
     before = snapshot(out)
     code, _, err = run_cli(["run", tiny_yaml, "--out", out, "--set", "train.seed=5"], capsys)
     assert code == 2
-    assert str(out) in assert_one_line_error(err)
+    assert str(out) in one_line_error(err)
     assert snapshot(out) == before
 
 
@@ -78,7 +67,7 @@ def test_run_into_a_folder_with_other_files(tiny_yaml, tmp_path, capsys):
     (out / "notes.txt").write_text("keep me")
     code, _, err = run_cli(["run", tiny_yaml, "--out", out], capsys)
     assert code == 2
-    assert str(out) in assert_one_line_error(err)
+    assert str(out) in one_line_error(err)
     assert snapshot(out) == {"notes.txt": b"keep me"}
 
 
@@ -86,26 +75,26 @@ def test_resume_of_a_missing_folder(tmp_path, capsys):
     missing = tmp_path / "nothing-here"
     code, _, err = run_cli(["run", "--resume", missing], capsys)
     assert code == 2
-    assert str(missing) in assert_one_line_error(err)
+    assert str(missing) in one_line_error(err)
 
 
 def test_resume_with_a_config_is_refused(tiny_yaml, tmp_path, capsys):
     code, _, err = run_cli(["run", tiny_yaml, "--resume", tmp_path], capsys)
     assert code == 2
-    assert "--resume" in assert_one_line_error(err)
+    assert "--resume" in one_line_error(err)
 
 
 def test_run_without_config(capsys):
     code, _, err = run_cli(["run"], capsys)
     assert code == 2
-    assert "CONFIG" in assert_one_line_error(err)
+    assert "CONFIG" in one_line_error(err)
 
 
 @pytest.mark.parametrize("args", [["run", "x.yaml", "--bogus"], ["frobnicate"], ["data", "x.yaml"]])
 def test_usage_errors_exit_2_with_one_line(args, capsys):
     code, _, err = run_cli(args, capsys)
     assert code == 2
-    line = assert_one_line_error(err)
+    line = one_line_error(err)
     if "--bogus" in args:
         assert "--bogus" in line
 
@@ -134,7 +123,7 @@ def test_data_into_a_non_empty_folder(tiny_yaml, tmp_path, capsys):
     (out / "train.json").write_text("[]")
     code, _, err = run_cli(["data", tiny_yaml, "--out", out], capsys)
     assert code == 2
-    assert str(out) in assert_one_line_error(err)
+    assert str(out) in one_line_error(err)
     assert snapshot(out) == {"train.json": b"[]"}
 
 
@@ -190,6 +179,7 @@ def test_bench_step_mamba_times_every_peer_on_the_same_shape(capsys):
     assert counts["reasonlab"] == counts["mambapy"] == counts["transformers_mamba"]
 
 
+@pytest.mark.slow
 def test_bench_step_gpt_compares_with_transformers_per_precision(capsys):
     """Both models in each precision asked for, with FLOPs, matmul rates and utilization."""
     pytest.importorskip("transformers")
@@ -208,6 +198,8 @@ def test_bench_step_gpt_compares_with_transformers_per_precision(capsys):
     ("args", "field"),
     [
         (["step", "--model", "rwkv"], "--model"),
+        (["--model", "rwkv"], "--model"),  # no benchmark named: step
+        (["scan", "--model", "gpt"], "No such option: --model"),  # only step has --model
         (["eval"], "--run"),
         (["nope"], "NAME"),
         (["step", "--shape", "huge"], "--shape"),

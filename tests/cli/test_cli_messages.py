@@ -1,33 +1,38 @@
 """What the command line says: config-key errors, output paths, help, --version, the config
-reference (``reasonlab config --defaults`` and README's table), the line an interrupt prints,
-a quiet export, and the README's recipe for loading a trained run."""
+reference (``reasonlab config --defaults``), the line an interrupt prints,
+a quiet export, and the documented Python: the README's library example and the guide's recipe
+for loading a trained run."""
 
 from __future__ import annotations
 
 import json
 import re
 import shlex
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.main import get_command
 
-from conftest import STUDY_TINY, interrupt_at_loss, read_metrics, run_cli, tiny_config
+from helpers import (
+    STUDY_TINY,
+    interrupt_at_loss,
+    one_line_error,
+    read_metrics,
+    run_cli,
+    tiny_config,
+)
 from reasonlab import __version__
 from reasonlab.cli import app
 from reasonlab.config import ConfigError, RunConfig, config_from_dict, key_paths
-from reasonlab.config.reference import README_BEGIN, README_END, config_reference, defaults_markdown
+from reasonlab.config.reference import config_reference
 from reasonlab.core.files import make_dir
 from reasonlab.training.loop import train
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0].removeprefix("error: ")
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+GUIDE = ROOT / "docs" / "guide.md"
 
 
 # ----------------------------------------------------------------------------- config keys
@@ -53,7 +58,7 @@ def test_an_unknown_key_is_named_with_the_closest_valid_one(
 ):
     code, out, err = run_cli(["run", tiny_yaml, "--set", override, "--out", tmp_path / "r"], capsys)
     assert code == 2 and out == ""
-    assert one_error_line(err) == message
+    assert one_line_error(err) == message
     assert not (tmp_path / "r").exists()
 
 
@@ -61,7 +66,7 @@ def test_an_unknown_key_in_a_yaml_file_reads_the_same(write_yaml, capsys):
     path = write_yaml("task: {}\ntrain:\n  warmup: 3\n")
     code, _, err = run_cli(["config", path], capsys)
     assert code == 2
-    assert one_error_line(err) == "train.warmup: unknown key (did you mean warmup_steps?)"
+    assert one_line_error(err) == "train.warmup: unknown key (did you mean warmup_steps?)"
 
 
 @pytest.mark.parametrize("section", ["task", "model", "train", "eval", "log"])
@@ -69,7 +74,7 @@ def test_a_section_given_a_value_is_called_a_section(tiny_yaml, tmp_path, capsys
     args = ["run", tiny_yaml, "--set", f"{section}=5", "--out", tmp_path / "r"]
     code, _, err = run_cli(args, capsys)
     assert code == 2
-    line = one_error_line(err)
+    line = one_line_error(err)
     assert line.startswith(f"{section}: is a section, not a value; set a key in it")
     assert f"--set {section}." in line
     assert "Config" not in line  # no internal class name (TrainConfig, ...)
@@ -78,7 +83,7 @@ def test_a_section_given_a_value_is_called_a_section(tiny_yaml, tmp_path, capsys
 def test_an_empty_section_is_called_empty(write_yaml, capsys):
     code, _, err = run_cli(["config", write_yaml("task: {}\nmodel:\n")], capsys)
     assert code == 2
-    assert one_error_line(err).startswith("model: is an empty section")
+    assert one_line_error(err).startswith("model: is an empty section")
 
 
 # ----------------------------------------------------------------------------- output paths
@@ -89,10 +94,10 @@ def test_a_file_given_as_an_output_folder_is_called_a_file(tiny_yaml, tmp_path, 
     afile.write_text("keep me")
     code, _, err = run_cli(["data", tiny_yaml, "--out", afile], capsys)
     assert code == 2
-    assert one_error_line(err) == f"--out {afile}: is a file, expected a folder"
+    assert one_line_error(err) == f"--out {afile}: is a file, expected a folder"
     code, _, err = run_cli(["export", tmp_path / "no-run", afile], capsys)
     assert code == 2
-    assert one_error_line(err) == f"OUT {afile}: is a file, expected a folder"
+    assert one_line_error(err) == f"OUT {afile}: is a file, expected a folder"
     assert afile.read_text() == "keep me"
 
 
@@ -104,7 +109,7 @@ def test_a_folder_under_a_file_names_the_file(tiny_yaml, tmp_path, capsys):
     assert str(info.value) == f"--out {blocker / 'a' / 'b'}: {blocker} is a file, expected a folder"
     code, _, err = run_cli(["run", tiny_yaml, "--out", blocker / "run"], capsys)
     assert code == 2
-    assert "is a file, expected a folder" in one_error_line(err)
+    assert "is a file, expected a folder" in one_line_error(err)
 
 
 def test_export_errors_name_its_out_argument_not_an_option(tmp_path, capsys):
@@ -113,7 +118,7 @@ def test_export_errors_name_its_out_argument_not_an_option(tmp_path, capsys):
     (out / "x").write_text("")
     code, _, err = run_cli(["export", tmp_path / "no-run", out], capsys)
     assert code == 2
-    line = one_error_line(err)
+    line = one_line_error(err)
     assert line == f"OUT {out}: exists and is not empty; choose another folder"
     assert "--out" not in line
 
@@ -170,8 +175,8 @@ def test_study_help_says_the_set_option_once(capsys):
     assert " ".join(out.split()).count("Override a config key") == 1
 
 
-def test_bench_help_describes_every_option(capsys):
-    code, out, _ = run_cli(["bench", "--help"], capsys)
+def test_bench_step_help_describes_every_option(capsys):
+    code, out, _ = run_cli(["bench", "step", "--help"], capsys)
     assert code == 0
     for option in ("--layers", "--width", "--heads", "--batch", "--seq-len", "--repeats"):
         [line] = [line for line in out.splitlines() if line.strip().startswith(option)]
@@ -199,14 +204,6 @@ def test_every_config_key_has_a_meaning():
     assert [key.path for key in keys if not key.meaning] == []
 
 
-def test_readme_config_table_is_the_generated_one(capsys):
-    text = README.read_text()
-    table = text.split(README_BEGIN, 1)[1].split(README_END, 1)[0]
-    assert table.strip() == defaults_markdown().strip()
-    code, out, _ = run_cli(["config", "--defaults", "--format", "markdown"], capsys)
-    assert code == 0 and out == defaults_markdown()
-
-
 def test_config_resolves_a_file_with_overrides(tiny_yaml, capsys):
     code, out, _ = run_cli(["config", tiny_yaml, "--set", "train.lr=0.01"], capsys)
     assert code == 0
@@ -224,7 +221,7 @@ def test_config_resolves_a_file_with_overrides(tiny_yaml, capsys):
 def test_config_bad_input(args, named, capsys):
     code, _, err = run_cli(args, capsys)
     assert code == 2
-    assert one_error_line(err).startswith(named)
+    assert one_line_error(err).startswith(named)
 
 
 # ----------------------------------------------------------------------------- interrupts
@@ -279,20 +276,38 @@ def test_an_interrupted_study_says_how_to_continue_it(tmp_path, capsys, monkeypa
     assert line.endswith(f"resume with: reasonlab {shlex.join(args)}")
 
 
-# ----------------------------------------------------------------------------- README recipe
+# ----------------------------------------------------------------------------- documented Python
 
 
-def test_the_readme_recipe_loads_a_trained_run(tmp_path):
-    """The README's "Loading a trained run" code, run on a real run folder, gives back the
-    model whose scores the run logged at its last step."""
+def python_block(path: Path, heading: str) -> str:
+    """The first Python code block after ``heading`` in a markdown file."""
+    section = path.read_text().split(heading, 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_library_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The README's library example, run as written (its run folder is a temporary one), trains
+    a run, reloads its last checkpoint and scores it as the run's last evaluation did."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    namespace: dict = {}
+    exec(python_block(README, "## Library"), namespace)
+    scores, config = namespace["scores"], namespace["config"]
+    last = read_metrics(Path(namespace["out"]))[-1]
+    assert last["step"] == config.train.steps
+    assert scores == {key: last[key] for key in scores}
+    assert str(scores["test_inferred_iid"]) in capsys.readouterr().out
+
+
+def test_the_guide_recipe_loads_a_trained_run(tmp_path):
+    """The guide's "Loading a trained run in Python" code, run on a real run folder, gives back
+    the model whose scores the run logged at its last step."""
     from reasonlab.training.evaluation import evaluate
 
     run_dir = tmp_path / "run"
     train(tiny_config(), run_dir)
-    section = README.read_text().split("### Loading a trained run", 1)[1]
-    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    code = python_block(GUIDE, "### Loading a trained run in Python")
     namespace: dict = {}
-    exec(code.replace("runs/my-run", str(run_dir)), namespace)
+    exec(code.replace("runs/cot-twohop-cpu/runs/cot-interleaved-s0", str(run_dir)), namespace)
     scores = evaluate(namespace["model"], namespace["data"].probes)
     last = read_metrics(run_dir)[-1]
     assert namespace["step"] == last["step"] == 12

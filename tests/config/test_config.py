@@ -24,7 +24,7 @@ def config_error(write_yaml, text: str, overrides: tuple[str, ...] = ()) -> str:
     return message
 
 
-# The documented defaults (DESIGN.md, README, `reasonlab config --defaults`), written out as
+# The documented defaults (docs/config.md, `reasonlab config --defaults`), written out as
 # literals so that a changed default fails here instead of being compared with itself.
 DOCUMENTED_DEFAULTS = {
     "name": None,
@@ -89,7 +89,7 @@ def test_task_only_yaml_gets_every_default(write_yaml):
 
 
 def test_threshold_default_is_095_and_summary_uses_it():
-    """eval.threshold defaults to 0.95 (DESIGN/README): steps_to_threshold counts 0.95, not 0.5."""
+    """eval.threshold defaults to 0.95 (docs/config.md): steps_to_threshold counts 0.95, not 0.5."""
     from reasonlab.config import EvalConfig
     from reasonlab.training.loop import History
 

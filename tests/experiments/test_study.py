@@ -11,8 +11,10 @@ import sys
 
 import pytest
 
-from conftest import STUDY_TINY
+from helpers import STUDY_TINY
 from reasonlab.config import ConfigError
+from reasonlab.experiments.study_spec import load_studies
+from reasonlab.runs.summary import StudyResult
 from reasonlab.studies import STUDIES, run_study, study_configs
 
 
@@ -38,6 +40,17 @@ def test_cot_twohop_presets_match_the_paper():
         8000,
     )
     assert train.betas == (0.9, 0.999) and train.schedule == "constant" and train.grad_clip == 1.0
+
+
+def test_roles_name_variants_of_their_study(tmp_path):
+    for spec in STUDIES.values():
+        assert set(spec.roles.values()) <= set(spec.variants), spec.name
+    assert STUDIES["mamba-copy"].roles["transformer_short"] == "gpt-L20"
+    (tmp_path / "s.yaml").write_text(
+        "name: s\nvariants: {a: {}}\npresets: {cpu: {}}\nroles: {baseline: b}\n"
+    )
+    with pytest.raises(ConfigError, match=r"study s: roles\.baseline: no variant 'b'"):
+        load_studies(tmp_path)
 
 
 def test_seeds_vary_data_and_training():
@@ -81,10 +94,14 @@ def check_report_tables(report: str, runs: dict, headline: dict[str, str]) -> in
     return checked
 
 
+@pytest.mark.slow
 def test_study_writes_summary_and_report_and_reuses_runs(tmp_path):
     out = tmp_path / "study"
     result = run_study("cot-twohop", preset="cpu", seeds=1, out=out, overrides=STUDY_TINY)
     summary = json.loads((out / "summary.json").read_text())
+    assert summary == result
+    StudyResult.read(out / "summary.json").write(tmp_path / "again.json")
+    assert (tmp_path / "again.json").read_bytes() == (out / "summary.json").read_bytes()
     assert summary["study"] == "cot-twohop" and summary["preset"] == "cpu"
     assert (
         set(summary["runs"])
@@ -136,6 +153,7 @@ def study_command(out, overrides: list[str], *options: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_paper_preset_starts_and_runs_a_few_steps_on_cpu(tmp_path):
     """The paper-size model (8 x 768) and data (2000 entities) on CPU: 2 small steps."""
     out = tmp_path / "paper"
@@ -184,6 +202,7 @@ def test_every_study_expands_and_its_cpu_data_builds(name):
         assert abs(noisy - xi) <= 4 * math.sqrt(xi * (1 - xi) / n)
 
 
+@pytest.mark.slow
 def test_parallel_jobs_train_the_same_runs_as_one_job(tmp_path):
     """--jobs 2 trains each run in a spawned process of its own; the summary keeps the study's
     order and the runs' results match a sequential study's (one thread each, for equal sums)."""
@@ -207,6 +226,7 @@ def test_parallel_jobs_train_the_same_runs_as_one_job(tmp_path):
         run_study("cot-twohop", out=tmp_path / "three", overrides=STUDY_TINY, jobs=0)
 
 
+@pytest.mark.slow
 def test_sigterm_to_a_parallel_study_leaves_every_run_resumable(tmp_path):
     """SIGTERM to the study's process (as `timeout --foreground` or a scheduler sends it) while
     two workers train: the study and both runs in flight end as 'interrupted', no queued run

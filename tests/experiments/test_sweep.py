@@ -12,7 +12,7 @@ import torch
 import yaml
 
 import reasonlab.experiments.trials as trials_module
-from conftest import TINY_RUN, interrupt_at_loss, read_metrics, run_cli, snapshot, without_elapsed
+from helpers import TINY_RUN, interrupt_at_loss, read_metrics, run_cli, snapshot, without_elapsed
 from reasonlab.config import ConfigError
 from reasonlab.experiments.sweep import expand, load_sweep, run_sweep
 
@@ -99,6 +99,7 @@ def test_ray_missing_or_not_answering_exits_2_before_any_trial(tmp_path, capsys,
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_trial_is_recorded_and_the_rest_go_on(tmp_path, capsys, monkeypatch):
     """A trial with an invalid config (3 heads on width 16) and one whose training raises are
     recorded as failed with their messages; the others complete; exit code 1."""
@@ -125,6 +126,7 @@ def test_a_failing_trial_is_recorded_and_the_rest_go_on(tmp_path, capsys, monkey
     assert "n_heads=3-s1: failed" in err
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_loses_no_finished_trial_and_the_rerun_completes(tmp_path, monkeypatch):
     path = write_spec(tmp_path, {"grid": {"model.d_model": [8, 16]}, "seeds": 2})
     reference = tmp_path / "reference"
@@ -147,6 +149,7 @@ def test_a_killed_sweep_loses_no_finished_trial_and_the_rerun_completes(tmp_path
         )
 
 
+@pytest.mark.slow
 def test_the_ray_executor_gives_the_local_executors_metrics(tmp_path):
     """On a local Ray (one CPU per trial, so one torch thread, as the local run here)."""
     pytest.importorskip("ray")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reasonlab.cli import main
+from helpers import exit_code
 from reasonlab.config import ConfigError, config_from_dict
 from reasonlab.models.build import build_model
 from reasonlab.runs.folder import RunDir, load_checkpoint_file
@@ -48,12 +48,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _train(tmp_path_factory.mktemp("export") / "run")
 
 
-def _cli(*args: object) -> int:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(arg) for arg in args])
-    return exit_info.value.code
-
-
 def _our_model(run_dir: Path) -> torch.nn.Module:
     run = RunDir(run_dir)
     step = run.checkpoint_steps()[-1]
@@ -84,7 +78,7 @@ def _max_logit_diff(run_dir: Path, out: Path) -> float:
 
 def test_export_hf_gives_the_same_logits(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "hf"
-    assert _cli("export", run_dir, "--format", "hf", out) == 0
+    assert exit_code("export", run_dir, "--format", "hf", out) == 0
     assert _max_logit_diff(run_dir, out) < 1e-4
     record = json.loads((out / "reasonlab_export.json").read_text())
     assert record["step"] == 5 and record["source_run"] == str(run_dir.resolve())
@@ -97,7 +91,7 @@ def test_export_hf_gives_the_same_logits(run_dir: Path, tmp_path: Path) -> None:
 def test_export_tied_embeddings(tmp_path: Path) -> None:
     run_dir = _train(tmp_path / "run", tie_embeddings=True)
     out = tmp_path / "hf"
-    assert _cli("export", run_dir, out) == 0  # --format hf is the default
+    assert exit_code("export", run_dir, out) == 0  # --format hf is the default
     hf = transformers.GPT2LMHeadModel.from_pretrained(out)
     assert hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()
     assert _max_logit_diff(run_dir, out) < 1e-4
@@ -109,7 +103,7 @@ def test_rotary_run_is_refused(run_dir: Path, tmp_path: Path, capsys) -> None:
     config = json.loads((rotary / "config.json").read_text())
     config["model"]["positions"] = "rotary"
     (rotary / "config.json").write_text(json.dumps(config))
-    assert _cli("export", rotary, "--format", "hf", tmp_path / "out") == 2
+    assert exit_code("export", rotary, "--format", "hf", tmp_path / "out") == 2
     assert "model.positions" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -118,18 +112,18 @@ def test_non_empty_out_is_refused_and_left_alone(run_dir: Path, tmp_path: Path, 
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    assert _cli("export", run_dir, "--format", "hf", out) == 2
+    assert exit_code("export", run_dir, "--format", "hf", out) == 2
     assert "OUT" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert (out / "notes.txt").read_text() == "keep me"
 
 
 def test_bad_input_exits_2(run_dir: Path, tmp_path: Path, capsys) -> None:
-    assert _cli("export", tmp_path / "no-such-run", tmp_path / "out") == 2
+    assert exit_code("export", tmp_path / "no-such-run", tmp_path / "out") == 2
     assert "no such run folder" in capsys.readouterr().err
-    assert _cli("export", run_dir, "--format", "onnx", tmp_path / "out") == 2
+    assert exit_code("export", run_dir, "--format", "onnx", tmp_path / "out") == 2
     assert "--format" in capsys.readouterr().err
-    assert _cli("export", run_dir, "--checkpoint", "7", tmp_path / "out") == 2
+    assert exit_code("export", run_dir, "--checkpoint", "7", tmp_path / "out") == 2
     assert "--checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -146,7 +140,7 @@ def test_export_keeps_a_non_default_mlp_width(tmp_path: Path) -> None:
     """model.d_mlp != 4 * d_model: the GPT-2 config gets n_inner = d_mlp and the same logits."""
     run_dir = _train(tmp_path / "run", d_mlp=48)
     out = tmp_path / "hf"
-    assert _cli("export", run_dir, "--format", "hf", out) == 0
+    assert exit_code("export", run_dir, "--format", "hf", out) == 0
     assert json.loads((out / "config.json").read_text())["n_inner"] == 48
     hf = transformers.GPT2LMHeadModel.from_pretrained(out)
     assert hf.transformer.h[0].mlp.c_fc.weight.shape == (32, 48)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import SMALL_TASK, run_cli
+from helpers import SMALL_TASK, run_cli
 from reasonlab.models.build import build_model
 from reasonlab.runs.folder import RunDir, load_checkpoint_file
 from reasonlab.tasks import build_task
@@ -27,13 +27,8 @@ MAMBA_RUN = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A tiny model on a busy shared CPU: one thread is 10x faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# A tiny model on a busy shared CPU: one thread is 10x faster than two.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mamba_run(folder: Path, capsys: pytest.CaptureFixture, **model: object) -> Path:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import tiny_gpt
 from reasonlab.analysis.logit_lens import logit_lens, ranks_of
 from reasonlab.analysis.patching import hook_rows, patch_grid
 from reasonlab.config import ConfigError
 from reasonlab.interop.transformer_lens import to_hooked_transformer
-from reasonlab.models.gpt import GPT, GPTConfig
+from reasonlab.models.gpt import GPT
 
 transformer_lens = pytest.importorskip(
     "transformer_lens", reason="optional extra: pip install 'reasonlab[lens]'"
@@ -29,19 +30,14 @@ VOCAB, SEQ_LEN, TOLERANCE = 50, 6, 1e-4
 def random_gpt(seed: int = 0, **fields: object) -> GPT:
     """A small GPT with weights large enough that attention is far from uniform and every layer
     changes the prediction (GPT-2's 0.02 init would make the check nearly trivial)."""
-    torch.manual_seed(seed)
-    model = GPT(
-        GPTConfig(
-            vocab_size=VOCAB, max_seq_len=SEQ_LEN, n_layers=2, d_model=32, n_heads=4, **fields
-        )
-    )
+    model = tiny_gpt(VOCAB, SEQ_LEN, seed=seed, d_model=32, n_heads=4, **fields)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith(("ln1.weight", "ln2.weight", "ln_final.weight")):
                 param.copy_(1.0 + 0.2 * torch.randn_like(param))
             else:
                 param.copy_(0.3 * torch.randn_like(param))
-    return model.eval()
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +132,10 @@ def test_logit_lens_last_layer_matches_lens_ranks(models, tokens) -> None:
     with torch.no_grad():
         lens_logits = lens(tokens)
     expected = ranks_of(lens_logits, target[:, None].expand(tokens.shape))
-    assert torch.equal(result.rank[-1], expected)
+    # Two implementations: a rank may differ only by logits within TOLERANCE of the target's.
+    target_logit = lens_logits.gather(-1, target[:, None, None].expand(*tokens.shape, 1))
+    assert ((lens_logits > target_logit + TOLERANCE).sum(-1) <= result.rank[-1]).all()
+    assert (result.rank[-1] <= (lens_logits > target_logit - TOLERANCE).sum(-1)).all()
     assert expected.float().mean() > 0  # not every target is top-1
 
 

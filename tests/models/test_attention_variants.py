@@ -11,20 +11,18 @@ import math
 import pytest
 import torch
 
-from conftest import run_cli
+from helpers import run_cli, tiny_gpt
 from reasonlab.analysis import dual
-from reasonlab.config import GPTModelConfig, config_from_dict
-from reasonlab.models.build import build_model
-from reasonlab.runs.folder import config_hash
+from reasonlab.config import config_from_dict
+from reasonlab.runs.hashing import config_hash
 
 KINDS = ("softmax", "linear", "regularized", "augmented", "negative")
 HOOKS = [f"blocks.0.attn.hook_{name}" for name in ("q", "k", "v", "z")]
 
 
 def vector_gpt(kind: str, **extra: object):
-    torch.manual_seed(0)
-    cfg = GPTModelConfig(n_layers=1, d_model=16, n_heads=2, attention=kind, **extra)
-    return build_model(cfg, 0, 12, input_dim=5, output_dim=1).double().eval()
+    """One layer of attention ``kind`` reading 5-vectors and writing one number, in float64."""
+    return tiny_gpt(0, 12, n_layers=1, attention=kind, input_dim=5, output_dim=1, **extra).double()
 
 
 def head_case(model, inputs: torch.Tensor, head: int, position: int):

@@ -1,23 +1,25 @@
 """Incremental decoding: the GPT's KV cache gives the logits of the whole sequence when fed in
 pieces (learned and rotary positions, single tokens, hooks watching), and greedy evaluation by
-incremental decoding gives the tokens and metrics of full recomputation."""
+incremental decoding gives the tokens and metrics of full recomputation, but for near-tied
+choices, which rounding may flip."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
 
-from conftest import TINY_TASK, tiny_config
-from reasonlab.config import GPTModelConfig, MambaModelConfig, TwoHopTaskConfig
+from helpers import TINY_TASK, tiny_config, tiny_gpt, tiny_mamba
+from reasonlab.config import GPTModelConfig, TwoHopTaskConfig
 from reasonlab.models.base import LanguageModel
 from reasonlab.models.build import build_model
 from reasonlab.models.gpt import GPT, GPTConfig
 from reasonlab.tasks import build_task
-from reasonlab.tasks.base import TaskData
+from reasonlab.tasks.base import Probe, TaskData
 from reasonlab.training.evaluation import (
     evaluate,
     greedy_complete,
@@ -29,15 +31,8 @@ from reasonlab.training.evaluation import (
 VOCAB, MAX_LEN, BATCH = 23, 12, 3
 
 
-def random_gpt(positions: str = "learned", seed: int = 0) -> GPT:
-    """A tiny GPT with every parameter randomized (biases and norms too): logits far from ties."""
-    torch.manual_seed(seed)
-    cfg = GPTConfig(VOCAB, MAX_LEN, n_layers=2, d_model=16, n_heads=2, positions=positions)
-    model = GPT(cfg).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.3)
-    return model
+# A tiny GPT with every parameter randomized (biases and norms too): logits far from ties.
+random_gpt = functools.partial(tiny_gpt, VOCAB, MAX_LEN, weight_std=0.3)
 
 
 def random_tokens(seed: int = 1, batch: int = BATCH, length: int = MAX_LEN) -> Tensor:
@@ -74,7 +69,7 @@ SPLITS = [[MAX_LEN], [1] * MAX_LEN, [5, 1, 1, 3, 2], [1, 11]] + [
 @pytest.mark.parametrize("pieces", SPLITS, ids=str)
 @torch.no_grad()
 def test_pieces_give_the_logits_of_the_whole(positions, pieces):
-    model, tokens = random_gpt(positions), random_tokens()
+    model, tokens = random_gpt(positions=positions), random_tokens()
     torch.testing.assert_close(fed_in_pieces(model, tokens, pieces), model(tokens))
 
 
@@ -83,7 +78,7 @@ def test_pieces_give_the_logits_of_the_whole(positions, pieces):
 def test_hooks_see_the_new_positions_and_every_key(positions):
     """With the pattern watched (manual attention), each piece's hooks see its own positions;
     the pattern's rows are those of the whole sequence's, over the cached and new keys."""
-    model, tokens = random_gpt(positions), random_tokens()
+    model, tokens = random_gpt(positions=positions), random_tokens()
     whole, cache = model.run_with_cache(tokens)
     state, start = model.new_state(BATCH), 0
     for piece in [4, 1, 3, 1, 3]:
@@ -142,7 +137,7 @@ def test_longer_than_max_seq_len_raises_and_keeps_the_state():
 
 @torch.no_grad()
 def test_a_wrong_batch_size_and_a_failing_hook_leave_the_state_usable():
-    model, tokens = random_gpt("rotary"), random_tokens()
+    model, tokens = random_gpt(positions="rotary"), random_tokens()
     state = model.new_state(BATCH)
     model(tokens[:, :4], state=state)
     with pytest.raises(ValueError, match="batch size 2 differs"):
@@ -159,21 +154,56 @@ def test_a_wrong_batch_size_and_a_failing_hook_leave_the_state_usable():
 
 
 def build_gpt_learned() -> LanguageModel:
-    return random_gpt("learned")
+    return random_gpt(positions="learned")
 
 
 def build_gpt_rotary() -> LanguageModel:
-    return random_gpt("rotary", seed=1)
+    return random_gpt(positions="rotary", seed=1)
 
 
 def build_mamba() -> LanguageModel:
     pytest.importorskip("reasonlab.models.mamba")
-    torch.manual_seed(0)
-    return build_model(MambaModelConfig(n_layers=2, d_model=16), VOCAB, MAX_LEN).eval()
+    return tiny_mamba(VOCAB, d_state=16).eval()
 
 
 # One line per model family with incremental decoding.
 BUILDERS = [build_gpt_learned, build_gpt_rotary, build_mamba]
+
+# The decoding paths compute the same logits in other pieces, which differ by rounding (below
+# 1e-6 for these tiny float32 models). An argmax whose top two logits are further apart than
+# TIE_MARGIN is the same on every path; only a nearer one may flip.
+TIE_MARGIN = 1e-5
+
+
+@torch.no_grad()
+def near_ties(model: nn.Module, sequences: list[Tensor], prompt_len: int) -> Tensor:
+    """(N,) True for the rows in which a prediction at a completion position from any of the
+    (N, L) ``sequences`` (each position predicted from the tokens before it) has its top two
+    logits within TIE_MARGIN: the only rows where two decoding paths may choose differently."""
+    near = torch.zeros(sequences[0].shape[0], dtype=torch.bool)
+    for sequence in sequences:
+        top_two = model(sequence[:, :-1]).topk(2, dim=-1).values[:, prompt_len - 1 :]
+        near |= (top_two[..., 0] - top_two[..., 1] < TIE_MARGIN).any(dim=1)
+    return near
+
+
+def assert_equal_but_for_near_ties(
+    model: nn.Module, probe: Probe, scores: dict[str, float], reference: dict[str, float]
+) -> None:
+    """One probe's scores from two decoding paths are equal, except that each may differ by the
+    share of rows with a near tie (greedy on the reference's own tokens, or teacher-forced on the
+    true ones); 1e-6 more because ``evaluate`` rounds to 6 decimals."""
+    generated = greedy_complete_recompute(model, probe.tokens, probe.prompt_len, probe.given)
+    near = near_ties(model, [generated, probe.tokens], probe.prompt_len)
+    allowed = float(near.sum()) / len(probe) + 1e-6
+    assert scores.keys() == reference.keys()
+    for key, value in scores.items():
+        assert abs(value - reference[key]) <= allowed, key
+
+
+def scores_of(scores: dict[str, float], probe_name: str) -> dict[str, float]:
+    """The entries of one probe in ``evaluate``'s scores."""
+    return {k: v for k, v in scores.items() if k == probe_name or k.startswith(probe_name + ".")}
 
 
 @pytest.mark.parametrize("build", BUILDERS, ids=lambda build: build.__name__[6:])
@@ -191,11 +221,14 @@ def test_incremental_greedy_equals_recompute(build):
     given[:, 5] = True
     given[::2, 8] = True
     expected = greedy_complete_recompute(model, tokens, 3, given)
+    # Tokens of two paths: exactly equal, because no choice here is a near tie.
+    assert not near_ties(model, [expected], 3).any()
     assert torch.equal(greedy_complete(model, tokens, 3, given), expected)
     assert torch.equal(expected[:, 5], tokens[:, 5]) and torch.equal(expected[:, :3], tokens[:, :3])
     assert (expected[:, 3:] != tokens[:, 3:]).any()  # the model's own tokens, not the true ones
     nothing_given = torch.zeros_like(given)
     expected = greedy_complete_recompute(model, tokens, 1, nothing_given)
+    assert not near_ties(model, [expected], 1).any()
     assert torch.equal(greedy_complete(model, tokens, 1, nothing_given), expected)
 
 
@@ -204,7 +237,7 @@ def test_incremental_greedy_equals_recompute(build):
 def test_a_branch_continues_the_rows_it_copied(positions):
     """``select`` copies rows (repeats allowed) into a new state: fed on, it gives the logits of
     those rows fed whole, and the state it came from goes on unchanged."""
-    model, tokens = random_gpt(positions), random_tokens()
+    model, tokens = random_gpt(positions=positions), random_tokens()
     whole = model(tokens)
     state = model.new_state(BATCH)
     model(tokens[:, :5], state=state)
@@ -259,12 +292,18 @@ def partly_trained_gpt(twohop_tasks) -> GPT:
 def test_score_probe_equals_the_recompute_reference(
     twohop_tasks, partly_trained_gpt, cot, batch_size
 ):
-    data, cpu = twohop_tasks[cot], torch.device("cpu")
+    data, cpu, model = twohop_tasks[cot], torch.device("cpu"), partly_trained_gpt
+    for probe in data.probes.values():
+        new = score_probe(model, probe, batch_size, cpu)
+        reference = score_probe_recompute(model, probe, batch_size, cpu)
+        assert_equal_but_for_near_ties(model, probe, new, reference)
+    scores = evaluate(model, data.probes)
+    reference = evaluate(model, data.probes, recompute=True)
+    assert scores.keys() == reference.keys()
     for name, probe in data.probes.items():
-        new = score_probe(partly_trained_gpt, probe, batch_size, cpu)
-        assert new == score_probe_recompute(partly_trained_gpt, probe, batch_size, cpu), name
-    scores = evaluate(partly_trained_gpt, data.probes)
-    assert scores == evaluate(partly_trained_gpt, data.probes, recompute=True)
+        assert_equal_but_for_near_ties(
+            model, probe, scores_of(scores, name), scores_of(reference, name)
+        )
     # some queries right and some wrong at the bridge: both ways of scoring the tail are used
     assert 0 < scores["train_inferred.bridge"] < 1
     assert 0 < scores["test_inferred_3hop_iid.bridge1"] < 1
@@ -272,10 +311,18 @@ def test_score_probe_equals_the_recompute_reference(
 
 @torch.no_grad()
 def test_score_probe_equals_the_reference_on_a_random_model(twohop_tasks):
-    """At initialization almost every tail is recomputed from the true prefix."""
+    """At initialization almost every tail is recomputed from the true prefix. Logits are close
+    together there: some choices are near ties, whose rows may score differently."""
     data = twohop_tasks["interleaved"]
     model = build_model(GPTModelConfig(n_layers=1, d_model=16, n_heads=2), data.vocab_size, 8)
-    assert evaluate(model, data.probes) == evaluate(model, data.probes, recompute=True)
+    scores = evaluate(model, data.probes)
+    reference = evaluate(model, data.probes, recompute=True)
+    assert scores.keys() == reference.keys()
+    model.eval()
+    for name, probe in data.probes.items():
+        assert_equal_but_for_near_ties(
+            model, probe, scores_of(scores, name), scores_of(reference, name)
+        )
 
 
 def test_eval_benchmark_times_both_paths_on_a_trained_run(tmp_path):
@@ -284,9 +331,14 @@ def test_eval_benchmark_times_both_paths_on_a_trained_run(tmp_path):
 
     train(tiny_config("task.cot=interleaved"), tmp_path / "run")
     result = eval_benchmark(tmp_path / "run", repeats=1)
-    assert result["metrics_equal"] and result["mismatches"] == {}
+    # The benchmark compares two decoding paths exactly; rounding may flip a near-tied argmax,
+    # which in this tiny run moves a metric by one query of its probe at most.
+    for key, values in result["mismatches"].items():
+        queries = result["probes"][key.split(".")[0]]["queries"]
+        assert abs(values["recompute"] - values["incremental"]) <= 1 / queries + 1e-6, key
     assert result["queries"] == sum(probe["queries"] for probe in result["probes"].values())
     assert "test_inferred_ood.tail_given_true_bridge" in result["metrics"]
     for path in ("recompute", "incremental"):
         assert result[path]["median_s"] > 0 and result[path]["queries_per_s"] > 0
-    assert "metrics equal: yes" in format_eval_table(result)
+    equal = "yes" if result["metrics_equal"] else "NO"
+    assert f"metrics equal: {equal}" in format_eval_table(result)

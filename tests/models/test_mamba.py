@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import tiny_mamba
 from reasonlab.bench.step import MambapyLM
 from reasonlab.config import MambaModelConfig
 from reasonlab.models import mamba as mamba_module
@@ -21,23 +22,16 @@ VOCAB, LAYERS, WIDTH, STATE, EXPAND, CONV, RANK = 23, 2, 16, 4, 2, 4, 3
 BATCH, LENGTH = 3, 13  # a length that is not a power of two (mambapy pads those)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: with a second thread on a busy shared CPU each small op waits
-    for the other thread, and the tests run 10-20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These models are tiny: with a second thread on a busy shared CPU each small op waits for the
+# other thread, and the tests run 10-20x slower.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_model(seed: int = 0, **fields: object) -> Mamba:
-    torch.manual_seed(seed)
-    config = dict(
-        vocab_size=VOCAB, n_layers=LAYERS, d_model=WIDTH, d_state=STATE, expand=EXPAND,
-        d_conv=CONV, dt_rank=RANK,
-    )  # fmt: skip
-    model = Mamba(MambaConfig(**{**config, **fields}))  # type: ignore[arg-type]
+    shape = dict(
+        n_layers=LAYERS, d_model=WIDTH, d_state=STATE, expand=EXPAND, d_conv=CONV, dt_rank=RANK
+    )
+    model = tiny_mamba(VOCAB, seed=seed, **{**shape, **fields})
     # Non-trivial norms gains and D, so that parity checks see every parameter.
     with torch.no_grad():
         for name, param in model.named_parameters():

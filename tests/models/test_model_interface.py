@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from conftest import SMALL_TASK, STUDY_TINY, TINY_RUN, run_cli, tiny_config
+from helpers import SMALL_TASK, STUDY_TINY, TINY_RUN, run_cli, tiny_config
 from reasonlab.config import (
     ConfigError,
     GPTModelConfig,
@@ -169,6 +169,7 @@ def test_analysis_runs_on_a_mamba_run(two_runs, capsys):
     assert "--hook" in err and "mixer_out" in err
 
 
+@pytest.mark.slow
 def test_a_study_runs_and_reports_on_a_mamba(tmp_path, capsys):
     sets = [part for text in STUDY_TINY for part in ("--set", text)]
     sets += ["--set", "model.kind=mamba", "--set", "model.d_state=4"]

@@ -3,39 +3,30 @@ tied embeddings, logit lens consistency, hooks that patch, and parity with Huggi
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch import nn
 
+from helpers import tiny_gpt
 from reasonlab.config import GPTModelConfig
 from reasonlab.models.attention import apply_rotary, rotary_tables
 from reasonlab.models.build import build_model
-from reasonlab.models.gpt import GPT, GPTConfig
+from reasonlab.models.gpt import GPT
 
 VOCAB, LENGTH, D_MODEL, N_HEADS, N_LAYERS = 23, 7, 16, 2, 2
 
 
-def make_gpt(seed: int = 0, **fields) -> GPT:
-    """A tiny GPT with every parameter randomized (biases and norms too), in eval mode."""
-    torch.manual_seed(seed)
-    cfg = GPTConfig(
-        vocab_size=VOCAB,
-        max_seq_len=10,
-        n_layers=N_LAYERS,
-        d_model=D_MODEL,
-        n_heads=N_HEADS,
-        **fields,
-    )
-    model = GPT(cfg).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.3)
-    return model
+# A tiny GPT with every parameter randomized (biases and norms too), in eval mode.
+random_gpt = functools.partial(
+    tiny_gpt, VOCAB, 10, n_layers=N_LAYERS, d_model=D_MODEL, n_heads=N_HEADS, weight_std=0.3
+)
 
 
 @pytest.fixture(scope="module")
 def gpt() -> GPT:
-    return make_gpt()
+    return random_gpt()
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +95,7 @@ def test_names_filter(gpt, tokens):
 
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
 def test_manual_attention_equals_sdpa(positions, tokens):
-    model = make_gpt(positions=positions)
+    model = random_gpt(positions=positions)
     with torch.no_grad():
         sdpa = model(tokens)
     logits, cache = model.run_with_cache(tokens, names_filter=lambda n: "hook_pattern" in n)
@@ -135,7 +126,7 @@ def test_pattern_matches_queries_and_keys(gpt, tokens):
 
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
 def test_causality(positions, tokens):
-    model = make_gpt(positions=positions)
+    model = random_gpt(positions=positions)
     with torch.no_grad():
         base = model(tokens)
         for p in range(LENGTH):
@@ -147,7 +138,7 @@ def test_causality(positions, tokens):
 
 
 def test_rotary_model_uses_positions():
-    model = make_gpt(positions="rotary")
+    model = random_gpt(positions="rotary")
     assert model.pos_embed is None
     prefix = torch.tensor([[3, 5, 9]])
     swapped = torch.tensor([[5, 3, 9]])
@@ -182,7 +173,7 @@ def test_odd_head_dim_rotary_is_rejected_by_config():
 
 
 def test_tied_embeddings_share_the_weight(tokens):
-    tied, untied = make_gpt(tie_embeddings=True), make_gpt(tie_embeddings=False)
+    tied, untied = random_gpt(tie_embeddings=True), random_gpt(tie_embeddings=False)
     assert tied.unembed.weight is tied.embed.weight
     assert untied.unembed.weight is not untied.embed.weight
     assert tied.num_parameters() == untied.num_parameters() - VOCAB * D_MODEL
@@ -233,7 +224,7 @@ def test_zero_ablating_the_last_residual_leaves_only_the_final_bias(gpt, tokens)
 
 
 def test_zero_ablating_attention_equals_manual_computation(tokens):
-    model = make_gpt()
+    model = random_gpt()
     with torch.no_grad():
         ablated = model.run_with_hooks(
             tokens,
@@ -325,25 +316,14 @@ def test_build_model_refuses_a_short_max_seq_len():
 
 
 def test_continuous_inputs_and_outputs():
-    torch.manual_seed(0)
-    model = GPT(
-        GPTConfig(
-            vocab_size=1,
-            max_seq_len=5,
-            n_layers=1,
-            d_model=16,
-            n_heads=2,
-            input_dim=3,
-            output_dim=2,
-        )
-    ).eval()
+    model = tiny_gpt(1, 5, n_layers=1, d_model=16, n_heads=2, input_dim=3, output_dim=2)
     out = model(torch.randn(4, 5, 3))
     assert out.shape == (4, 5, 2)
 
 
 def test_gpt_matches_hugging_face_gpt2(tokens):
     transformers = pytest.importorskip("transformers")
-    ours = make_gpt(seed=3)
+    ours = random_gpt(seed=3)
     hf_config = transformers.GPT2Config(
         vocab_size=VOCAB,
         n_positions=ours.cfg.max_seq_len,

@@ -17,10 +17,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import (
+from helpers import (
     STUDY_TINY,
     TINY_RUN,
     interrupt_at_loss,
+    one_line_error,
     run_cli,
     snapshot,
     tiny_config,
@@ -32,13 +33,6 @@ from reasonlab.config import ConfigError
 from reasonlab.runs.folder import RunDir, hold_lock
 from reasonlab.tasks import build_task, write_dataset
 from reasonlab.training.loop import train
-
-
-def one_line_error(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +117,7 @@ def test_the_lock_dies_with_a_killed_process(tmp_path):
         holder.wait()
 
 
+@pytest.mark.slow
 def test_a_running_process_holds_the_lock_end_to_end(tmp_path, write_yaml):
     """Two real processes: a second --resume while the first trains exits 2; the first goes on
     undisturbed (SIGTERM then stops it) and its metrics hold every step once."""
@@ -334,6 +329,7 @@ def test_an_interrupted_summary_says_where_it_stopped(tmp_path, monkeypatch):
     assert summary["resume"] == f"reasonlab run --resume {out}"
 
 
+@pytest.mark.slow
 def test_study_summary_and_rerun_messages(tmp_path, capsys):
     from reasonlab.studies import run_study
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, tiny_config
-from reasonlab.runs.table import query_runs, runs_frame
+from helpers import run_cli, tiny_config
+from reasonlab.runs.summary import RunSummary
+from reasonlab.runs.table import SUMMARY_COLUMNS, SUMMARY_SECTIONS, query_runs, runs_frame
 from reasonlab.training.loop import train
 
 pytest.importorskip("duckdb")
@@ -125,3 +126,8 @@ def test_bad_options_exit_2_with_one_line(runs_root, capsys, args, field):
 def test_a_missing_folder_exits_2(tmp_path, capsys):
     code, _, err = run_cli(["runs", str(tmp_path / "nope")], capsys)
     assert code == 2 and err.startswith("error: DIR")
+
+
+def test_the_summary_columns_are_run_summary_fields():
+    """The table reads summary.json with DuckDB; the keys it selects are RunSummary's."""
+    assert set(SUMMARY_COLUMNS + SUMMARY_SECTIONS) <= set(RunSummary.model_fields)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from reasonlab.reporting.content import Figure, Section, Table
+from reasonlab.reporting.html import render
+from reasonlab.runs.summary import StudyResult, StudyRun
 from reasonlab.studies import STUDIES, study_configs
 from reasonlab.studies.knob_curves import analyze, curve_points, paper_points
 
@@ -53,18 +56,20 @@ def test_noise_study_covers_every_kind_and_ratio_with_three_seeds():
     assert all(c.task.cot == "after_relations" for c in configs.values())
 
 
-def _run(ood: float | None, iid: float, status: str = "completed", **config) -> dict:
+def _run(ood: float | None, iid: float, status: str = "completed", **config) -> StudyRun:
     task = {"noise_kind": config.get("kind", "tail"), "noise_ratio": config.get("xi", 0.2)}
-    return {
-        "status": status,
-        "config": {
-            "task": {**task, "num_entities": config.get("entities", 200)},
-            "model": {"d_model": config.get("width", 128)},
-            "eval": {"threshold": 0.95},
-        },
-        "final": {"test_inferred_iid": iid, "test_inferred_ood": ood},
-        "steps_to_threshold": {"test_inferred_iid": 100, "test_inferred_ood": None},
-    }
+    return StudyRun.model_validate(
+        {
+            "status": status,
+            "config": {
+                "task": {**task, "num_entities": config.get("entities", 200)},
+                "model": {"d_model": config.get("width", 128)},
+                "eval": {"threshold": 0.95},
+            },
+            "final": {"test_inferred_iid": iid, "test_inferred_ood": ood},
+            "steps_to_threshold": {"test_inferred_iid": 100, "test_inferred_ood": None},
+        }
+    )
 
 
 def test_curve_points_group_by_series_and_knob_and_keep_every_seed():
@@ -107,14 +112,18 @@ def test_analysis_of_a_noise_study_plots_and_tabulates_means(tmp_path):
             ("tail", 0.4, 0, 0.2),
         ]
     }
-    result = {"study": "cot-noise", "preset": "cpu", "overrides": [], "runs": runs}
-    analysis, sections = analyze(tmp_path, result)
+    result = StudyResult(study="cot-noise", preset="cpu", overrides=[], runs=runs)
+    analysis, items = analyze(tmp_path, result)
     [curve] = analysis["curves"]
     tail = {p["x"]: p for p in curve["points"] if p["series"] == "tail"}
     assert tail[0.2]["OOD two-hop"] == pytest.approx(0.5)
     assert tail[0.2]["per_seed"]["OOD two-hop"] == [0.4, 0.6]
     assert (tmp_path / "curve-0-noise_ratio.png").stat().st_size > 1000
-    page = "".join(sections)
+    [section] = items
+    [knob] = section.items
+    assert isinstance(knob, Section) and knob.title == "noise ratio xi"
+    assert [type(item) for item in knob.items] == [Figure, Table]
+    page = render(items)
     assert "noise ratio xi" in page and "0.500 ± 0.141 (0.400–0.600)" in page
     assert "0.776" in page  # the paper's OOD at xi 0.2 (tail) beside ours
 
@@ -124,14 +133,11 @@ def test_base_curves_take_the_presets_value_after_overrides(tmp_path):
         "w128": _run(0.9, 1.0, width=128, entities=400),
         "w64": _run(0.1, 1.0, width=64, entities=400),
     }
-    result = {
-        "study": "cot-pattern",
-        "preset": "cpu",
-        "overrides": ["model.d_model=64"],
-        "runs": runs,
-    }
+    result = StudyResult(
+        study="cot-pattern", preset="cpu", overrides=["model.d_model=64"], runs=runs
+    )
     for run in runs.values():
-        run["config"]["task"].update(out_degree=10, cot="interleaved")
+        run.config["task"].update(out_degree=10, cot="interleaved")
     analysis, _ = analyze(tmp_path, result)
     entities = analysis["curves"][0]  # x = entities at the base relations and width
     assert [(p["x"], p["OOD two-hop"]) for p in entities["points"]] == [(400, 0.1)]

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
+from reasonlab.runs.summary import StudyResult
 from reasonlab.studies import STUDIES, study_configs
 
 TINY = {
@@ -38,6 +39,7 @@ def study(name: str, preset: str, out, capsys, overrides: list[str]) -> dict:
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.slow
 def test_cpu_preset_trains_every_variant_and_checks_the_claims(name, tmp_path, capsys):
     summary = study(name, "cpu", tmp_path / name, capsys, TINY[name])
     analysis = summary["analysis"]
@@ -49,6 +51,7 @@ def test_cpu_preset_trains_every_variant_and_checks_the_claims(name, tmp_path, c
 
 
 @pytest.mark.parametrize("name", ["mamba-copy", "mamba-dp", "mamba-locality", "mamba-cost"])
+@pytest.mark.slow
 def test_paper_preset_starts_and_runs_a_few_steps_on_cpu(name, tmp_path):
     """The paper preset's first GPT and first Mamba variant (if any), at the preset's model
     size, train two steps on the CPU; the data, batch and checkpoints shrunk for a test (the
@@ -91,13 +94,17 @@ def test_dp_claims_use_the_seed_means_and_count_the_seeds_that_meet_them(tmp_pat
     runs = {
         f"{variant}-s{seed}": {
             "final": {"test": value},
-            "config": {"task": {"length": 2}},
+            "config": {
+                "model": {"kind": variant.split("-")[0]},
+                "task": {"problem": "arithmetic", "mode": variant.split("-")[2], "length": 2},
+            },
             "num_parameters": 1000,
         }
         for variant, values in scores.items()
         for seed, value in enumerate(values)
     }
-    analysis, _ = mamba_dp.analyze(tmp_path, {"runs": runs})
+    result = StudyResult.model_validate({"study": "mamba-dp", "preset": "cpu", "runs": runs})
+    analysis, _ = mamba_dp.analyze(tmp_path, result)
     advantage, gain = analysis["claims"]
     assert "does not hold on the means" in advantage and "holds in 2 of 3 seeds" in advantage
     assert "does not reproduce" in gain and "GPT +0.593, Mamba +0.850" in gain
@@ -108,6 +115,8 @@ def test_copy_claims_fall_back_to_the_shortest_length_and_count_seeds():
     never); the GPT learns length 40 in 1 of 3 seeds and the Mamba in none; width against depth
     is told apart only from a 0.05 difference (length 20: equal; length 10: 0.10 against 0.40)."""
     from reasonlab.studies.mamba_copy import _claims
+
+    roles = STUDIES["mamba-copy"].roles
 
     never = [None, None, None]
     steps = {
@@ -121,16 +130,18 @@ def test_copy_claims_fall_back_to_the_shortest_length_and_count_seeds():
         "mamba-shallow-L20": [{"len10": 0.4, "len20": 0.0}] * 3,
     }
     own = {"gpt-L20": "len20", "gpt-L40": "len40", "mamba-narrow-L20": "len20"}
-    faster, longer, width = _claims(finals, steps, own, "len10")
-    assert faster == (
+    faster, longer, width = _claims(finals, steps, own, "len10", roles)
+    assert faster.verdict == "reproduces" and faster.text == (
         "Transformers learn COPY faster: reproduces - first step at 0.95 on len10, per seed: "
         "GPT 1500 / never / 1250, Mamba d_state 16 never / never / never."
     )
-    assert "reproduces" in longer and "GPT 0.383, Mamba 0.000" in longer
-    assert "GPT reached 0.9 in 1 of 3 seeds, the Mamba 0.5 in 0 of 3" in longer
-    assert ": reproduces - final len10" in width and "narrow (expand 1) 0.100" in width
+    assert longer.verdict == "reproduces" and "GPT 0.383, Mamba 0.000" in longer.text
+    assert "GPT reached 0.9 in 1 of 3 seeds, the Mamba 0.5 in 0 of 3" in longer.text
+    assert ": reproduces - final len10" in width.text and "narrow (expand 1) 0.100" in width.text
     finals["mamba-shallow-L20"] = [{"len10": 0.12, "len20": 0.0}] * 3
-    assert "undecided" in _claims(finals, steps, own, "len10")[2]
+    undecided = _claims(finals, steps, own, "len10", roles)[2]
+    assert undecided.verdict == "undecided"
+    assert ": undecided (equal or missing accuracies) - final len20" in undecided.text
 
 
 def test_locality_claim_is_undecided_when_the_state_size_changes_nothing():
@@ -146,7 +157,9 @@ def test_locality_claim_is_undecided_when_the_state_size_changes_nothing():
         "m4": dict.fromkeys(states, 0.0),
         "lis": dict(zip(states, [0.86, 0.82, 0.81, 0.87], strict=True)),
     }
-    assert "undecided (no DP's accuracy changes by 0.1" in _claim(flat, 0.9)
+    flat_claim = _claim(flat, 0.9)
+    assert flat_claim.verdict == "undecided"
+    assert "undecided (no DP's accuracy changes by 0.1" in flat_claim.text
     rising = {
         "m1": dict(zip(states, [0.95, 0.97, 0.97, 0.98], strict=True)),
         "m2": dict(zip(states, [0.30, 0.92, 0.95, 0.96], strict=True)),
@@ -154,4 +167,5 @@ def test_locality_claim_is_undecided_when_the_state_size_changes_nothing():
         "lis": dict(zip(states, [0.10, 0.20, 0.40, 0.60], strict=True)),
     }
     claim = _claim(rising, 0.9)
-    assert ": reproduces here" in claim and "m1 1, m2 2, m4 4, lis > 8" in claim
+    assert claim.verdict == "reproduces"
+    assert ": reproduces here" in claim.text and "m1 1, m2 2, m4 4, lis > 8" in claim.text

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from reasonlab.cli import main
+from helpers import exit_code
 from reasonlab.config import ConfigError, CopyTaskConfig
 from reasonlab.tasks import build_task
 from reasonlab.tasks import copy as copy_task
@@ -265,9 +265,7 @@ def test_cli_reports_a_too_small_space_in_one_line(tmp_path, capsys):
     config = tmp_path / "copy.yaml"
     task = {"kind": "copy", "vocab_size": 2, "test_lengths": [3], "num_test": 9}
     config.write_text(yaml.safe_dump({"task": task}))
-    with pytest.raises(SystemExit) as info:
-        main(["data", str(config), "--out", str(tmp_path / "out")])
-    assert info.value.code == 2
+    assert exit_code("data", config, "--out", tmp_path / "out") == 2
     err = capsys.readouterr().err.strip()
     assert "task.num_test" in err and "\n" not in err
 

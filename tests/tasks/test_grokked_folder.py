@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_task
+from helpers import tiny_task
 from reasonlab.config import ConfigError
 from reasonlab.tasks.twohop.folder import write_folder
 from reasonlab.tasks.twohop.task import build_twohop

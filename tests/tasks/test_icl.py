@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import interrupt_at_loss, run_cli
+from helpers import interrupt_at_loss, run_cli
 from reasonlab.analysis.icl import baseline_errors, split_prompts
 from reasonlab.config import ICLTaskConfig, config_from_dict
 from reasonlab.tasks import build_task
@@ -197,6 +197,7 @@ def test_knn_averages_the_nearest_targets():
 # ----------------------------------------------------------------------------- the loop
 
 
+@pytest.mark.slow
 def test_a_vector_task_trains_evaluates_and_summarizes_lower_is_better(tmp_path):
     summary = train(icl_config(), tmp_path / "run")
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
@@ -273,6 +274,7 @@ STUDY_TINY_ICL = [
 ]
 
 
+@pytest.mark.slow
 def test_icl_regression_study_puts_the_model_beside_the_baselines(tmp_path):
     from reasonlab.studies import run_study
 
@@ -287,6 +289,7 @@ def test_icl_regression_study_puts_the_model_beside_the_baselines(tmp_path):
     assert "Error against in-context examples" in page
 
 
+@pytest.mark.slow
 def test_icl_dual_study_checks_random_initial_and_trained_heads(tmp_path, monkeypatch):
     from reasonlab.studies import icl_dual, run_study
 
@@ -311,6 +314,7 @@ def test_icl_dual_study_checks_random_initial_and_trained_heads(tmp_path, monkey
     )
 
 
+@pytest.mark.slow
 def test_icl_study_report_draws_errors(tmp_path):
     """A study of a vector task writes its report: error curves, the analysis tables."""
     from reasonlab.studies import run_study
@@ -338,6 +342,7 @@ def test_data_writes_the_test_prompts_that_training_is_scored_on(tmp_path, capsy
 
 
 @pytest.mark.parametrize("name", ["icl-dual", "icl-regression", "icl-variants"])
+@pytest.mark.slow
 def test_paper_preset_starts_and_runs_a_few_steps_on_cpu(name, tmp_path):
     """The paper preset's first variant at its model size (12 x 256, d = 20, 41 points, the
     curriculum) trains two steps on the CPU; batch and probe shrunk for a test."""

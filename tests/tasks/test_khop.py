@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from conftest import tiny_task
+from helpers import tiny_task
 from reasonlab.analysis.khop import chained_answers, chained_scores, query_plan
 from reasonlab.tasks.twohop.encoding import Vocabulary, layout
 from reasonlab.tasks.twohop.generator import build_splits

@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import fact_tables, splits_or_skip, tiny_task
+from helpers import fact_tables, splits_or_skip, tiny_task
 from reasonlab.config import ConfigError, TwoHopTaskConfig
 from reasonlab.tasks import build_task
 from reasonlab.tasks.twohop.encoding import Vocabulary, chains_to_probe, chains_to_training, encode

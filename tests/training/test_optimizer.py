@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from conftest import tiny_config, tiny_task
+from helpers import tiny_config, tiny_task
 from reasonlab.config import GPTModelConfig, MambaModelConfig, TrainConfig
 from reasonlab.models.build import build_model
 from reasonlab.tasks import build_task

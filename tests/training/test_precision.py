@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 import reasonlab.training.precision as precision
-from conftest import TINY_RUN, read_metrics, without_elapsed
+from helpers import TINY_RUN, read_metrics, without_elapsed
 from reasonlab.config import TrainConfig
 from reasonlab.training.precision import autocast_context, cpu_has_bf16_units, uses_bf16
 
@@ -93,6 +93,7 @@ def _run(tmp_path: Path, name: str, precision_value: str, units: str, hash_seed:
     return out
 
 
+@pytest.mark.slow
 def test_bf16_on_a_cpu_is_deterministic_and_differs_from_fp32(tmp_path):
     """Two processes with precision bf16 write the same metrics and weights; the summary says
     bf16 and, on a CPU said to lack bf16 units, warns; fp32 gives other weights (autocast was

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from conftest import read_metrics, tiny_config, without_elapsed
+from helpers import read_metrics, tiny_config, without_elapsed
 from reasonlab.training.loop import train
 from reasonlab.training.progress import (
     TIMED_STEPS,

@@ -33,9 +33,10 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 import reasonlab.training.loop as train_module
-from conftest import (
+from helpers import (
     SMALL_TASK,
     TINY_RUN,
+    exit_code,
     fact_tables,
     read_metrics,
     snapshot,
@@ -237,6 +238,7 @@ def scenario(tmp_path_factory) -> Iterator[Scenario]:
 @pytest.mark.parametrize(
     "name", [*(f"sigkill-{k}" for k in KILL_POINTS), f"mamba-sigkill-{MAMBA_KILL_AT}"]
 )
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_metrics(scenario, name):
     killed = scenario.killed[name]
     assert killed.kill_result[0] == -signal.SIGKILL, killed.kill_result[2]
@@ -267,6 +269,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_metrics(scenario, name):
     assert temporary_files(killed.run) == []
 
 
+@pytest.mark.slow
 def test_torn_last_line_is_repaired_on_resume(scenario):
     run = scenario.killed[f"sigkill-{TORN_AT}"].run
     text = (run / "metrics.jsonl").read_text()
@@ -277,12 +280,14 @@ def test_torn_last_line_is_repaired_on_resume(scenario):
     ]
 
 
+@pytest.mark.slow
 def test_a_live_run_says_running(scenario):
     statuses = {name: killed.live_status for name, killed in scenario.killed.items()}
     # every run had written its first evaluation, so its summary existed and said "running"
     assert set(statuses.values()) == {"running"}, statuses
 
 
+@pytest.mark.slow
 def test_sigterm_marks_the_run_interrupted_and_exits_130(scenario):
     killed = scenario.killed["sigterm"]
     code, _, err = killed.kill_result
@@ -301,6 +306,7 @@ def test_sigterm_marks_the_run_interrupted_and_exits_130(scenario):
 # ----------------------------------------------------------------------------- determinism
 
 
+@pytest.mark.slow
 def test_same_config_same_metrics_in_two_processes(scenario):
     """Two processes (other PYTHONHASHSEED) give metrics.jsonl with equal hashes (elapsed_s
     removed), the same data fingerprint and the same final weights."""
@@ -314,12 +320,11 @@ def test_same_config_same_metrics_in_two_processes(scenario):
     assert all(torch.equal(a[key], b[key]) for key in a if key.startswith("model."))
 
 
+@pytest.mark.slow
 def test_data_is_byte_identical_across_processes_and_calls(scenario, tmp_path, capsys):
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:
-        with pytest.raises(SystemExit) as info:
-            main(["data", str(scenario.config), "--out", str(out)])
-        assert info.value.code == 0
+        assert exit_code("data", scenario.config, "--out", out) == 0
     capsys.readouterr()
     expected = snapshot(scenario.data_subprocess)
     assert sorted(expected) == ["test.json", "train.json", "valid.json", "vocab.json"]
@@ -332,7 +337,7 @@ def test_data_is_byte_identical_across_processes_and_calls(scenario, tmp_path, c
 
 @pytest.fixture(scope="module")
 def tiny_reference(tmp_path_factory) -> Path:
-    """The tiny config of conftest (12 steps, an evaluation every 2) with dropout, uninterrupted."""
+    """The tiny config (12 steps, an evaluation every 2) with dropout, uninterrupted."""
     out = tmp_path_factory.mktemp("tiny") / "reference"
     train(tiny_config("model.dropout=0.1"), out)
     return out
@@ -360,9 +365,7 @@ def test_internal_failure_is_recorded_as_failed_with_the_error(
     assert [r["step"] for r in read_metrics(out)] == [0, 2, 4, 6]
     # a failed run resumes from its last checkpoint to the uninterrupted metrics
     monkeypatch.setattr(train_module, "step_loss", real)
-    with pytest.raises(SystemExit) as info:
-        main(["run", "--resume", str(out)])
-    assert info.value.code == 0, capsys.readouterr().err
+    assert exit_code("run", "--resume", out) == 0, capsys.readouterr().err
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"
     assert without_elapsed(read_metrics(out)) == without_elapsed(read_metrics(tiny_reference))
 
@@ -506,10 +509,9 @@ def test_a_malicious_pickle_is_refused_and_never_loaded(
     evil.write_bytes(payload)
     before = snapshot(interrupted_run)
     args = [a.format(run=interrupted_run, out=tmp_path / "export") for a in command]
-    with pytest.raises(SystemExit) as info:
-        main(args)
+    code = exit_code(*args)
     err = capsys.readouterr().err
-    assert info.value.code == 2
+    assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err
     assert str(evil) in lines[0]
@@ -557,8 +559,9 @@ def test_no_pickle_loading_in_the_source():
 
 
 # ----------------------------------------------------------------------------- generator properties
-# (tests/tasks/test_twohop.py already checks, with hypothesis, that two-hop labels are true compositions
-# and that the splits are disjoint; these add noise rates, k-hop labels and byte determinism)
+# (tests/tasks/test_twohop.py already checks, with hypothesis, that two-hop labels are true
+# compositions and that the splits are disjoint; these add noise rates, k-hop labels and byte
+# determinism)
 
 PROPERTY = settings(
     max_examples=25,

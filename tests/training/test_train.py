@@ -14,9 +14,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import reasonlab.training.loop as train_module
-from conftest import read_metrics, tiny_config, without_elapsed
+from helpers import read_metrics, tiny_config, without_elapsed
 from reasonlab.config import ConfigError, TrainConfig
-from reasonlab.runs.folder import RunDir, config_hash, is_log_spaced
+from reasonlab.runs.checkpoints import is_log_spaced
+from reasonlab.runs.folder import RunDir
+from reasonlab.runs.hashing import config_hash
 from reasonlab.tasks.base import EpochSampler
 from reasonlab.training.loop import learning_rate, train
 
@@ -143,6 +145,7 @@ def test_other_seed_other_metrics(reference_run, tmp_path):
     assert losses != [r["loss"] for r in read_metrics(reference_run)]
 
 
+@pytest.mark.slow
 def test_loss_goes_down(tmp_path):
     cfg = tiny_config(
         "train.steps=60",

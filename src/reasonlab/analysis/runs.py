@@ -35,10 +35,11 @@ from reasonlab.analysis.twohop_queries import (
     target_names,
 )
 from reasonlab.config import ConfigError, TwoHopTaskConfig
+from reasonlab.core.files import write_json
 from reasonlab.models.base import LanguageModel
 from reasonlab.models.build import build_model
 from reasonlab.reporting.plots import heatmap, lines, trace_over_training
-from reasonlab.runs.folder import RunDir, check_data_fingerprint, write_json
+from reasonlab.runs.folder import RunDir, check_data_fingerprint
 from reasonlab.tasks import build_task
 from reasonlab.tasks.twohop.encoding import Vocabulary
 from reasonlab.tasks.twohop.generator import build_splits, probe_chains

@@ -34,8 +34,9 @@ import torch
 from torch import Tensor
 
 from reasonlab.config import ConfigError, CopyTaskConfig, MambaModelConfig
+from reasonlab.core.files import write_json
 from reasonlab.models.mamba import Mamba
-from reasonlab.runs.folder import RunDir, check_data_fingerprint, write_json
+from reasonlab.runs.folder import RunDir, check_data_fingerprint
 
 TINY = 1e-30  # floor before a log10, so that an exact 0 gives -30 instead of -inf
 
@@ -52,10 +53,6 @@ def _mixer_inputs(model: Mamba, tokens: Tensor) -> list[dict[str, Tensor]]:
         {kind: cache[f"blocks.{i}.mixer.hook_{kind}"].double() for kind in ("delta", "B", "C")}
         for i in range(model.cfg.n_layers)
     ]
-
-
-def _median_by_distance(distance: Tensor, values: Tensor) -> dict[int, float]:
-    return {int(k): float(values[distance == k].median()) for k in torch.unique(distance).tolist()}
 
 
 PairValues = dict[str, Tensor]  # per (row, copied token) pair, and the per-step decays

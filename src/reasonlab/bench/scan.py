@@ -37,13 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from reasonlab.models import scan
+from reasonlab.models.scan import compiled as compiled_scan
 from reasonlab.models.scan import (
-    _chunk_length,
     selective_scan,
     selective_scan_chunked,
     selective_scan_reference,
 )
+from reasonlab.models.scan import threads as scan_threads
+from reasonlab.models.scan.chunked import chunk_length
 
 METHODS = ("reasonlab", "reasonlab_eager", "mambapy", "sequential")
 # Also known to scan_function: reasonlab_one_thread, our scan with its batch rows on the
@@ -113,13 +114,13 @@ def _forward_backward(
     for tensor in inputs.values():
         tensor.grad = None
     # reasonlab_one_thread: our scan's rows on one thread instead of torch's number of threads.
-    previous = scan.SCAN_THREADS
+    previous = scan_threads.SCAN_THREADS
     if method == "reasonlab_one_thread":
-        scan.SCAN_THREADS = 1
+        scan_threads.SCAN_THREADS = 1
     try:
         fn(*(inputs[k] for k in SCAN_INPUTS)).backward(grad)
     finally:
-        scan.SCAN_THREADS = previous
+        scan_threads.SCAN_THREADS = previous
 
 
 def _status_kib(field: str) -> int:
@@ -246,11 +247,11 @@ def scan_benchmark(
         "lengths": list(lengths),
         "dtype": "float32",
         "threads": threads,
-        "chunk_length": {L: _chunk_length(batch, d_inner, d_state, L, None) for L in lengths},
+        "chunk_length": {L: chunk_length(batch, d_inner, d_state, L, None) for L in lengths},
         # What reasonlab (auto) ran per length: the compiled scan or the eager chunked one.
         "reasonlab_ran": {L: _auto_method(batch, d_inner, d_state, L) for L in lengths},
-        "compiled_chunk": scan.COMPILED_CHUNK,
-        "compile_error": scan._compile_error,
+        "compiled_chunk": compiled_scan.COMPILED_CHUNK,
+        "compile_error": compiled_scan._compile_error,
         "torch": torch.__version__,
         "mambapy": mambapy_version or "not installed (pip install 'reasonlab[mamba]')",
         "cpus": os.cpu_count(),
@@ -264,7 +265,7 @@ def scan_benchmark(
 def _auto_method(batch: int, d_inner: int, d_state: int, length: int) -> str:
     """The scan selective_scan's auto dispatch picks for float32 CPU inputs of this shape."""
     u, A = torch.empty(batch, d_inner, length), torch.empty(d_inner, d_state)
-    return "compiled" if scan._compiled_applies(u, A) else "chunked"
+    return "compiled" if compiled_scan.compiled_scan_applies(u, A) else "chunked"
 
 
 def _ratios(cases: list[dict[str, Any]]) -> dict[int, dict[str, float]]:

@@ -6,8 +6,8 @@ Runs are trained one after the other (or ``jobs`` at a time, each in a process o
 that already completed with the same config is reused, one that stopped is resumed, and a folder
 holding a different run is refused; so re-running a study after an interruption continues where
 it stopped, saying for each run "training", "skipped (completed)" or "resuming at step N".
-``OUT/summary.json`` (study, preset, seeds, overrides, status, wall_s, runs) is rewritten after
-every run; the study folder is locked while the study runs.
+``OUT/summary.json`` (``StudyResult``: study, preset, seeds, overrides, status, runs, wall_s,
+analysis) is rewritten after every run; the study folder is locked while the study runs.
 """
 
 from __future__ import annotations
@@ -19,16 +19,20 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from reasonlab.config import ConfigError, RunConfig
-from reasonlab.core.files import make_dir, read_json, write_json
+from reasonlab.core.files import make_dir, read_json
 from reasonlab.experiments.study_spec import STUDIES, StudySpec, study_configs
 from reasonlab.experiments.trials import LocalRunner, plan_run, same_run
 from reasonlab.runs.folder import RunDir, hold_lock
+from reasonlab.runs.summary import RunStatus, RunSummary, StudyResult, StudyRun
 
-# analyze(study folder, study summary) -> (analysis data, report sections)
-Analyze = Callable[[Path, dict[str, Any]], tuple[Any, list[Any]]]
-# report(study folder, spec, study summary, report sections) -> None
-Report = Callable[[Path, StudySpec, dict[str, Any], list[Any]], None]
+# analyze(study folder, study result) -> (analysis data for summary.json, report items); the
+# items go to the report as they are (this layer knows no report format)
+Analyze = Callable[[Path, StudyResult], tuple[Any, list[Any]]]
+# report(study folder, spec, study result, report items) -> None
+Report = Callable[[Path, StudySpec, StudyResult, list[Any]], None]
 
 
 def _copy_completed(source: Path, config: RunConfig, run_dir: Path) -> bool:
@@ -36,26 +40,25 @@ def _copy_completed(source: Path, config: RunConfig, run_dir: Path) -> bool:
     run = RunDir(source)
     if run_dir.exists() or not run.config_path.exists():
         return False
-    if (run.summary() or {}).get("status") != "completed" or not same_run(
-        run.load_config(), config
-    ):
+    summary = RunSummary.read_if_present(run.summary_path)
+    if summary is None or summary.status != "completed" or not same_run(run.load_config(), config):
         return False
     shutil.copytree(source, run_dir)
     return True
 
 
-def _check_study_folder(out: Path, name: str, preset: str) -> dict[str, Any] | None:
-    """The folder's previous study summary (None for a new folder); refuses a file, another
+def _check_study_folder(out: Path, name: str, preset: str) -> StudyResult | None:
+    """The folder's previous study result (None for a new folder); refuses a file, another
     study's folder and a folder holding something else."""
     summary_path = out / "summary.json"
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, expected a folder")
     if summary_path.exists():
-        previous = read_json(summary_path)
-        if not isinstance(previous, dict) or (previous.get("study"), previous.get("preset")) != (
-            name,
-            preset,
-        ):
+        try:
+            previous = StudyResult.model_validate(read_json(summary_path))
+        except ValidationError:  # a run's or a sweep's summary, or no JSON object at all
+            previous = None
+        if previous is None or (previous.study, previous.preset) != (name, preset):
             raise ConfigError(f"--out {out}: holds another study; choose another folder")
         return previous
     if out.exists() and any(out.iterdir()):
@@ -73,7 +76,7 @@ def run_study(
     jobs: int = 1,
     analyze: Analyze | None = None,
     report: Report | None = None,
-) -> dict[str, Any]:
+) -> StudyResult:
     """Trains (or skips, or resumes) every run of a study, then its analysis and its report.
     Running it again continues where it stopped: completed runs are skipped, stopped ones
     resumed. The study folder is locked while this runs. ``jobs`` > 1 trains that many runs at
@@ -87,7 +90,7 @@ def run_study(
     seeds = spec.seeds if seeds is None else seeds
     configs = study_configs(spec, preset, seeds, overrides)
     out = Path(out)
-    previous = _check_study_folder(out, name, preset) or {}
+    previous = _check_study_folder(out, name, preset)
     make_dir(out / "runs")
     with hold_lock(out, "study folder"):
         plan = {run_name: plan_run(c, out / "runs" / run_name) for run_name, c in configs.items()}
@@ -123,30 +126,31 @@ def _run_planned(
     reuse: str | Path | None,
     configs: dict[str, RunConfig],
     plan: dict[str, str],
-    previous: dict[str, Any],
+    previous: StudyResult | None,
     runner: LocalRunner,
     analyze: Analyze | None,
     report: Report | None,
-) -> dict[str, Any]:
+) -> StudyResult:
     summary_path = out / "summary.json"
-    result: dict[str, Any] = {
-        "study": spec.name,
-        "preset": preset,
-        "seeds": seeds,
-        "overrides": list(overrides or []),
-        "status": "running",
-        "runs": {},
-    }
-    wall_before = float(previous.get("wall_s") or 0.0)
+    result = StudyResult(
+        study=spec.name,
+        preset=preset,
+        seeds=seeds,
+        overrides=list(overrides or []),
+        status="running",
+        runs={},
+    )
+    wall_before = (previous.wall_s if previous else None) or 0.0  # of the runs before
     started = time.perf_counter()
 
-    def save(status: str) -> None:
-        result["status"] = status
-        result["wall_s"] = round(wall_before + time.perf_counter() - started, 3)
-        write_json(summary_path, result)
+    def save(status: RunStatus) -> None:
+        result.status = status
+        result.wall_s = round(wall_before + time.perf_counter() - started, 3)
+        result.write(summary_path)
 
     save("running")  # marks the folder as this study's before any run can fail
-    status, sections = "failed", []
+    status: RunStatus = "failed"
+    sections: list[Any] = []
     try:
         # With one job, submit trains at once: each run's line comes just before its training,
         # and each run is in summary.json as soon as it finished.
@@ -155,7 +159,8 @@ def _run_planned(
         def record(run_name: str) -> None:
             summary = pending[run_name].result()
             config = configs[run_name].model_dump(mode="json")
-            result["runs"][run_name] = {**summary, "config": config}
+            source = out / "runs" / run_name / "summary.json"
+            result.runs[run_name] = StudyRun.parse({**summary, "config": config}, source)
             save("running")
 
         for run_name, config in configs.items():
@@ -172,10 +177,10 @@ def _run_planned(
             if not runner.parallel:
                 record(run_name)
         for run_name in configs:
-            if run_name not in result["runs"]:
+            if run_name not in result.runs:
                 record(run_name)
         if analyze is not None:
-            result["analysis"], sections = analyze(out, result)
+            result.analysis, sections = analyze(out, result)
         status = "completed"
     except KeyboardInterrupt:
         status = "interrupted"

@@ -7,7 +7,9 @@ below the studies. Fields: ``name``, ``description``, ``presets`` (cpu, paper: c
 or ``presets_from`` another study with ``preset_changes`` (preset -> {dotted key: value}),
 ``variants`` (name -> {dotted key: value}), ``scale`` (dotted key -> factors: every variant
 again at the preset's value times each factor), ``seeds``, ``headline`` (label -> probe),
-``analysis`` (the analysis run after training) and ``paper`` (source and rows shown beside ours).
+``stages`` (probes whose per-stage scores get a figure of their own), ``roles`` (what a variant
+stands for in the study's analysis -> its name), ``analysis`` (the analysis run after training)
+and ``paper`` (source and rows shown beside ours).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from reasonlab.config import (
     read_yaml,
     set_key,
 )
+from reasonlab.reporting.content import StageCurves
 
 # The ready studies' YAML files (package data of reasonlab/studies).
 STUDY_DIR = Path(__file__).resolve().parents[1] / "studies"
@@ -37,6 +40,10 @@ class StudySpec:
     variants: dict[str, dict[str, Any]]
     presets: dict[str, dict[str, Any]]
     headline: dict[str, str] = field(default_factory=dict)
+    stages: StageCurves | None = None
+    # role -> variant: the variants that the analysis compares by what they stand for (e.g.
+    # {transformer_short: gpt-L20}), so that its code names no variant
+    roles: dict[str, str] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)
     analysis: str | None = None  # the study's analysis, run after training (reasonlab.studies)
     seeds: int = 1  # seeds per variant when --seeds is not given
@@ -89,17 +96,29 @@ def _presets(data: dict[str, Any], raw: dict[str, dict[str, Any]]) -> dict[str, 
     return presets
 
 
+def _roles(data: dict[str, Any]) -> dict[str, str]:
+    """The study's roles, each naming one of its variants."""
+    roles = dict(data.get("roles") or {})
+    for role, variant in roles.items():
+        if variant not in data["variants"]:
+            raise ConfigError(f"study {data['name']}: roles.{role}: no variant {variant!r}")
+    return roles
+
+
 def load_studies(folder: Path = STUDY_DIR) -> dict[str, StudySpec]:
     """Every study YAML in ``folder`` by its name."""
     raw = {data["name"]: data for data in map(read_yaml, sorted(folder.glob("*.yaml")))}
     studies = {}
     for name, data in raw.items():
+        stages = data.get("stages")
         studies[name] = StudySpec(
             name=name,
             description=data.get("description", ""),
             variants=data["variants"],
             presets=_presets(data, raw),
             headline=data.get("headline", {}),
+            stages=None if stages is None else StageCurves(stages["title"], list(stages["probes"])),
+            roles=_roles(data),
             paper=data.get("paper", {}),
             analysis=data.get("analysis"),
             seeds=int(data.get("seeds", 1)),

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from reasonlab.config import ConfigError, GPTModelConfig, RunConfig, TwoHopTaskConfig
-from reasonlab.core.files import make_dir, require_empty_folder
+from reasonlab.core.files import make_dir, require_empty_folder, write_json
 from reasonlab.models.gpt import GPT
-from reasonlab.runs.folder import RunDir, write_json
+from reasonlab.runs.folder import RunDir
 from reasonlab.tasks.twohop.encoding import Vocabulary
 
 if TYPE_CHECKING:

@@ -4,16 +4,17 @@ Every file is written atomically (temporary file, flush, fsync, rename), so a ki
 leaves half a checkpoint or half a summary; ``metrics.jsonl`` is appended line by line and a torn
 last line is dropped when the run is resumed. Checkpoints hold the model, the optimizer state and
 the RNG states in one safetensors file (no pickle); small scalars go to its string metadata.
+What goes into a checkpoint and which checkpoints a run keeps is in checkpoints.py; the config
+hash that ties a checkpoint to its config in hashing.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
 import re
-from collections.abc import Iterator, Set
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
-from torch import Tensor, nn
 
 from reasonlab.config import ConfigError, RunConfig, config_from_dict
 from reasonlab.core.files import atomic_path, make_dir, read_json, write_json
@@ -319,185 +319,3 @@ def check_data_fingerprint(run: RunDir, fingerprint: str, allow_change: bool = F
             "task.data_dir folder?); --allow-data-change proceeds anyway and notes it in the run"
         )
     return f"data changed: recorded fingerprint {recorded}, continued with {fingerprint}"
-
-
-def is_log_spaced(step: int, every: int) -> bool:
-    """True at evaluation steps 1, 2, 4, 8, ... intervals of ``every`` into training."""
-    if step % every:
-        return False
-    n = step // every
-    return n > 0 and n & (n - 1) == 0
-
-
-# ----------------------------------------------------------------------------- training state
-
-
-# Keys added after checkpoints were first written, with the value that means "as before": at that
-# value they are left out of the hash, so that older checkpoints stay resumable.
-ADDED_MODEL_KEYS = {
-    "attention": "softmax",
-    "attention_reg": 0.5,
-    "attention_hidden": 16,
-    "attention_beta": 0.1,
-}
-
-
-def _hashed_sections(config: RunConfig) -> dict[str, Any]:
-    data = config.model_dump(mode="json", include={"task", "model", "train"})
-    data["train"].pop("device", None)
-    if data["model"].get("attention", "softmax") == "softmax":
-        for key in ADDED_MODEL_KEYS:
-            data["model"].pop(key, None)
-    return data
-
-
-def _digest(data: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def config_hash(config: RunConfig) -> str:
-    """Identifies what a checkpoint was trained on (the task, the model and the optimizer); the
-    device and the number of steps are left out, so a run can move or be continued."""
-    data = _hashed_sections(config)
-    data["train"].pop("steps", None)
-    return _digest(data)
-
-
-def legacy_config_hash(config: RunConfig) -> str:
-    """The hash of reasonlab 0.1.0 checkpoints, which counted the steps in: still resumable."""
-    return _digest(_hashed_sections(config))
-
-
-def pack_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
-    """The model, the optimizer state and the RNG states as one flat dict of tensors."""
-    tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
-    for index, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
-            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).clone()
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = rng
-    return tensors
-
-
-def load_model_state(model: nn.Module, tensors: dict[str, Tensor], source: str) -> None:
-    """Loads a checkpoint's ``model.*`` tensors; a checkpoint of another shape is a ConfigError."""
-    try:
-        model.load_state_dict(strip_prefix(tensors))
-    except RuntimeError:
-        raise ConfigError(f"{source}: checkpoint does not fit this run's model") from None
-
-
-def unpack_state(
-    tensors: dict[str, Tensor],
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    param_groups: list[dict[str, Any]],
-    device: torch.device,
-    source: str,
-) -> None:
-    """Restores what ``pack_state`` saved: weights, optimizer state, RNG states."""
-    load_model_state(model, tensors, source)
-    state: dict[int, dict[str, Tensor]] = {}
-    try:
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, index, name = key.split(".", 2)
-                moved = value.to(device) if name != "step" else value
-                state.setdefault(int(index), {})[name] = moved
-        optimizer.load_state_dict({"state": state, "param_groups": param_groups})
-    except (ValueError, KeyError, RuntimeError, TypeError, IndexError):
-        raise ConfigError(f"{source}: optimizer state does not fit this run's model") from None
-    try:
-        torch.set_rng_state(tensors["rng.torch"])
-    except (KeyError, RuntimeError, TypeError):
-        raise ConfigError(f"{source}: rng.torch is not a torch RNG state") from None
-    if torch.cuda.is_available():
-        cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
-
-
-CHECKPOINT_METADATA = {"elapsed_s": (int, float), "tokens": int, "param_groups": list}
-
-
-def permanent_checkpoint(config: RunConfig, step: int, kept: Set[int] = frozenset()) -> bool:
-    """Whether the checkpoint of ``step`` is kept for good (not only as the latest one): the
-    log-spaced schedule, the last step, and the steps a continued run started from."""
-    log_cfg = config.log
-    if log_cfg.checkpoints == "none":
-        return False
-    if step == config.train.steps or step in kept:
-        return True
-    return log_cfg.checkpoints == "log" and is_log_spaced(step, config.eval.every)
-
-
-class TrainingCheckpoints:
-    """The checkpoints of one training run: where a resume starts, what a killed process left
-    behind, and which checkpoint to keep after each evaluation."""
-
-    def __init__(self, run: RunDir, config: RunConfig, kept: Set[int] = frozenset()):
-        self.run, self.config = run, config
-        self.kept = set(kept)  # kept for good beyond the schedule (where continued runs started)
-        self.latest: int | None = None  # the newest checkpoint, kept only to resume from
-
-    def resume_point(self) -> tuple[int, tuple[dict[str, Tensor], dict[str, Any]] | None]:
-        """The newest checkpoint's step and (tensors, metadata), checked; reads, never writes,
-        so a refused resume leaves the folder as it was."""
-        steps = self.run.checkpoint_steps()
-        if not steps:
-            return 0, None
-        step = steps[-1]
-        path = self.run.checkpoint_path(step)
-        tensors, metadata = self.run.load_checkpoint(step)
-        if metadata.get("config_hash") not in (
-            config_hash(self.config),
-            legacy_config_hash(self.config),
-        ):
-            raise ConfigError(f"{path}: checkpoint from another config")
-        bad = [k for k, t in CHECKPOINT_METADATA.items() if not isinstance(metadata.get(k), t)]
-        bad += [] if "rng.torch" in tensors else ["rng.torch"]
-        if bad:
-            raise ConfigError(f"{path}: checkpoint lacks a valid {', '.join(bad)}")
-        return step, (tensors, metadata)
-
-    def repair(self, step: int) -> list[dict[str, Any]]:
-        """Undoes what a process killed after checkpoint ``step`` (-1: none) left behind:
-        temporary files, a stale latest-only checkpoint, metrics past ``step`` and a torn last
-        line. Returns the metrics records kept."""
-        self.run.remove_temporary_files()
-        for stale in self.run.checkpoint_steps():
-            if stale < step and not self.permanent(stale):
-                self.run.delete_checkpoint(stale)
-        steps = self.run.checkpoint_steps()
-        self.latest = steps[-1] if steps and step > 0 else None
-        return self.run.truncate_metrics(step)
-
-    def permanent(self, step: int) -> bool:
-        return permanent_checkpoint(self.config, step, self.kept)
-
-    def save(
-        self,
-        step: int,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        metadata: dict[str, Any],
-    ) -> None:
-        """After the evaluation of ``step``: writes its checkpoint if the schedule keeps it or
-        ``log.keep_latest`` asks for the latest, and drops the previous latest-only one."""
-        last = step == self.config.train.steps
-        if not (self.permanent(step) or self.config.log.keep_latest):
-            return
-        metadata = {
-            "config_hash": config_hash(self.config),
-            **metadata,
-            "param_groups": optimizer.state_dict()["param_groups"],
-        }
-        self.run.save_checkpoint(step, pack_state(model, optimizer), metadata)
-        if self.latest is not None and self.latest != step and not self.permanent(self.latest):
-            self.run.delete_checkpoint(self.latest)
-        self.latest = step
-        if last and not self.permanent(step):
-            self.run.delete_checkpoint(step)  # the run is over: nothing left to resume
-            self.latest = None

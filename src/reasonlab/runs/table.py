@@ -3,11 +3,12 @@ summary's metrics, read from the folders' own JSON files by DuckDB at each call 
 of results that could drift from the runs).
 
 The table's columns are ``run`` (the folder, relative to the directory), ``path``, the summary's
-``status``, ``step``, ``steps``, ``wall_s``, ``num_parameters`` and ``error``, the config's
-sections (``task``, ``model``, ``train``, ``eval``, ``log``) and the summary's ``final``,
-``best`` and ``steps_to_threshold``. Sections are DuckDB structs, so a filter reads like the
-config: ``--where "model.n_layers = 4 AND final.test_inferred_ood >= 0.9"`` (a key holding a
-dot is quoted: ``final."test.k10" < 0.05``). Rows come back flattened to dotted column names.
+(``RunSummary``, runs/summary.py) ``status``, ``step``, ``steps``, ``wall_s``, ``num_parameters``
+and ``error``, the config's sections (``task``, ``model``, ``train``, ``eval``, ``log``) and the
+summary's ``final``, ``best`` and ``steps_to_threshold``. Sections are DuckDB structs, so a
+filter reads like the config: ``--where "model.n_layers = 4 AND final.test_inferred_ood >= 0.9"``
+(a key holding a dot is quoted: ``final."test.k10" < 0.05``). Rows come back flattened to dotted
+column names.
 """
 
 from __future__ import annotations

@@ -8,12 +8,12 @@ that changes h, r1, r2 or only the written bridge, and read whether the clean ta
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
 from reasonlab.analysis.runs import TwoHopRun, run_logit_lens, run_trace
-from reasonlab.reporting.study_report import figure, table
+from reasonlab.reporting.content import Figure, Item, Section, Table
+from reasonlab.runs.summary import StudyResult
 
 PROBES = {"ID": "test_inferred_iid", "OOD": "test_inferred_ood"}
 QUERIES = 300
@@ -24,10 +24,6 @@ def _heatmap(analysis: dict[str, Any]) -> str:
     step = analysis["checkpoints"][-1]["step"]
     path = next(Path(f) for f in analysis["files"] if f.endswith(f"-step{step}.png"))
     return str(path.relative_to(analysis["run"]))
-
-
-def _png(path: Path, alt: str, caption: str) -> str:
-    return figure(path.read_bytes(), alt, caption)
 
 
 def _stage1(subject: TwoHopRun) -> dict[str, Any]:
@@ -99,12 +95,14 @@ def _verdicts(stage2: dict[str, Any]) -> dict[str, Any]:
     return verdicts
 
 
-def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]:
     analysis: dict[str, Any] = {}
-    stage1_rows, stage2_rows, figures = [], [], []
-    for name, run in result["runs"].items():
+    stage1_rows: list[list[Any]] = []
+    stage2_rows: list[list[Any]] = []
+    heatmaps: list[Item] = []
+    for name, run in result.runs.items():
         run_dir = out / "runs" / name
-        cot = run["config"]["task"]["cot"]
+        cot = run.config["task"]["cot"]
         print(f"[cot-circuit] analyzing {name}", flush=True)
         subject = TwoHopRun(run_dir)  # the task rebuilt once for all the run's analyses
         stage1 = _stage1(subject)
@@ -120,7 +118,7 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
                 [
                     name,
                     label,
-                    run["final"].get(s1["probe"]),
+                    run.final.get(s1["probe"]),
                     s1["position"],
                     s1["first_top1_layer"] or "never",
                     " ".join(f"{v:.2f}" for v in s1["top1_by_layer"]),
@@ -132,25 +130,25 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
                     f"{p} {v['min']:.2f}-{v['max']:.2f}" for p, v in trace["per_position"].items()
                 ]
                 stage2_rows.append([name, label, change, trace["queries"], " | ".join(cells)])
-        figures.append(f"<h3>{html.escape(name)}</h3>")
-        for label, s1 in stage1.items():
-            figures.append(
-                _png(
-                    run_dir / s1["heatmap"],
-                    f"logit lens {name} {label}",
-                    f"Logit lens, {label} queries: MRR of the bridge per layer and position.",
-                )
+        figures = [
+            Figure(
+                run_dir / s1["heatmap"],
+                f"logit lens {name} {label}",
+                f"Logit lens, {label} queries: MRR of the bridge per layer and position.",
             )
+            for label, s1 in stage1.items()
+        ]
         if cot != "none":
-            for change in ("head", "r1", "bridge"):
-                figures.append(
-                    _png(
-                        run_dir / stage2["OOD"][change]["heatmap"],
-                        f"trace {name} {change}",
-                        f"Causal tracing, OOD queries, {change} changed: share still answering "
-                        "the clean tail.",
-                    )
+            figures += [
+                Figure(
+                    run_dir / stage2["OOD"][change]["heatmap"],
+                    f"trace {name} {change}",
+                    f"Causal tracing, OOD queries, {change} changed: share still answering "
+                    "the clean tail.",
                 )
+                for change in ("head", "r1", "bridge")
+            ]
+        heatmaps.append(Section(name, items=figures))
     verdict_rows = [
         [
             name,
@@ -165,45 +163,62 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
         for name, entry in analysis.items()
         for label, v in entry["verdicts"].items()
     ]
-    sections = [
-        "<h2>Stage 1: where the bridge is resolved (logit lens)</h2>",
-        "<p>The residual stream after each layer (embed = layer 0) read through the final layer "
-        "norm and the unembedding, at the last question position; the layer listed is the "
-        "first at which at least half of the queries rank the bridge first.</p>",
-        table(
+    items: list[Item] = [
+        Section(
+            "Stage 1: where the bridge is resolved (logit lens)",
+            "The residual stream after each layer (embed = layer 0) read through the final layer "
+            "norm and the unembedding, at the last question position; the layer listed is the "
+            "first at which at least half of the queries rank the bridge first.",
             [
-                "run",
-                "queries",
-                "two-hop accuracy",
-                "position",
-                "bridge top-1 from layer",
-                "top-1 share by layer",
+                Table(
+                    [
+                        "run",
+                        "queries",
+                        "two-hop accuracy",
+                        "position",
+                        "bridge top-1 from layer",
+                        "top-1 share by layer",
+                    ],
+                    stage1_rows,
+                )
             ],
-            stage1_rows,
         ),
-        "<h2>Stage 2: what the tail depends on (causal tracing)</h2>",
-        "<p>Residual stream of one position at one layer patched from a counterfactual query "
-        "(changed h, r1, r2, or only the written bridge); cells give, per position, the range "
-        "over layers of the share of queries still answering the clean tail.</p>",
-        table(
-            ["run", "queries", "change", "n", "surviving share per position (min-max over layers)"],
-            stage2_rows,
-        ),
-        "<h3>Verdicts</h3>",
-        table(
+        Section(
+            "Stage 2: what the tail depends on (causal tracing)",
+            "Residual stream of one position at one layer patched from a counterfactual query "
+            "(changed h, r1, r2, or only the written bridge); cells give, per position, the range "
+            "over layers of the share of queries still answering the clean tail.",
             [
-                "run",
-                "queries",
-                "bridge position breaks at every layer",
-                "max surviving",
-                "h never breaks",
-                "min surviving",
-                "r1 never breaks",
-                "min surviving",
+                Table(
+                    [
+                        "run",
+                        "queries",
+                        "change",
+                        "n",
+                        "surviving share per position (min-max over layers)",
+                    ],
+                    stage2_rows,
+                ),
+                Section(
+                    "Verdicts",
+                    items=[
+                        Table(
+                            [
+                                "run",
+                                "queries",
+                                "bridge position breaks at every layer",
+                                "max surviving",
+                                "h never breaks",
+                                "min surviving",
+                                "r1 never breaks",
+                                "min surviving",
+                            ],
+                            verdict_rows,
+                        )
+                    ],
+                ),
             ],
-            verdict_rows,
         ),
-        "<h2>Heatmaps</h2>",
-        *figures,
+        Section("Heatmaps", items=heatmaps),
     ]
-    return analysis, sections
+    return analysis, items

@@ -4,20 +4,18 @@ sequence, as the probe is scored in training) and by chained CoT queries
 
 from __future__ import annotations
 
-import html
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from reasonlab.reporting.study_report import table
+from reasonlab.reporting.content import Claim, Item, Section, Table
+from reasonlab.reporting.seeds import variant_of
+from reasonlab.runs.summary import StudyResult
 
 CLAIM_LEVEL = 0.9  # the acceptance's bar for OOD three-hop by chained CoT (the paper: 0.96)
-
-
-def _variant(run_name: str) -> str:
-    return run_name.rsplit("-s", 1)[0]
+CLAIM_PROBE = "test_inferred_3hop_ood"  # the paper's claim: OOD three-hop chains
 
 
 def _summary(values: list[float]) -> str:
@@ -27,19 +25,22 @@ def _summary(values: list[float]) -> str:
     return f"{mean:.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
-def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]:
     from reasonlab.analysis.khop import run_khop
 
     per_run = {
         name: run_khop(out / "runs" / name)["probes"]
-        for name, run in result["runs"].items()
-        if run.get("status") == "completed"
+        for name, run in result.runs.items()
+        if run.status == "completed"
+    }
+    without_cot = {
+        variant_of(name) for name, run in result.runs.items() if run.config["task"]["cot"] == "none"
     }
     grouped: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     chains: dict[str, int] = {}
     for name, probes in per_run.items():
         for probe, scores in probes.items():
-            cell = grouped[(_variant(name), probe)]
+            cell = grouped[(variant_of(name), probe)]
             cell["direct"].append(scores["direct"])
             cell["chained"].append(scores["accuracy"])
             chains[probe] = scores["chains"]
@@ -56,26 +57,35 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
     ]
     claims = []
     for (variant, probe), values in grouped.items():
-        if variant == "no-cot" or probe != "test_inferred_3hop_ood":
+        if variant in without_cot or probe != CLAIM_PROBE:
             continue
         mean = float(np.mean(values["chained"]))
-        verdict = "holds" if mean >= CLAIM_LEVEL else "does not hold"
+        holds = mean >= CLAIM_LEVEL
         claims.append(
-            f"{variant}: chained CoT answers OOD three-hop questions at {mean:.3f} over "
-            f"{len(values['chained'])} seeds ({chains[probe]} chains; direct "
-            f"{float(np.mean(values['direct'])):.3f}); the bar {CLAIM_LEVEL} {verdict} "
-            "(paper: 0.96)."
+            Claim(
+                f"{variant}: chained CoT answers OOD three-hop questions at {mean:.3f} over "
+                f"{len(values['chained'])} seeds ({chains[probe]} chains; direct "
+                f"{float(np.mean(values['direct'])):.3f}); the bar {CLAIM_LEVEL} "
+                f"{'holds' if holds else 'does not hold'} (paper: 0.96).",
+                "reproduces" if holds else "does not reproduce",
+            )
         )
-    if not any(probe == "test_inferred_3hop_ood" for _, probe in grouped):
-        claims.append("No OOD three-hop chain exists in this graph: the claim is not checked.")
-    sections = [
-        "<h2>k-hop questions: direct against chained CoT queries</h2>",
-        "<p>Direct: the k-hop probe as one sequence, longer than any training sequence "
-        "(positions never trained). Chained: two-hop queries in the run's own pattern, each "
-        "started from the previous answer, and an atomic query for an odd last hop; the same "
-        "chains. Exact match of the final entity; mean over seeds (min-max).</p>",
-        table(["variant", "probe", "chains", "direct", "chained CoT", "seeds"], rows),
-        "<h2>The claim, checked</h2>",
-        "<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in claims) + "</ul>",
+    if not any(probe == CLAIM_PROBE for _, probe in grouped):
+        claims.append(
+            Claim(
+                "No OOD three-hop chain exists in this graph: the claim is not checked.",
+                "undecided",
+            )
+        )
+    items: list[Item] = [
+        Section(
+            "k-hop questions: direct against chained CoT queries",
+            "Direct: the k-hop probe as one sequence, longer than any training sequence "
+            "(positions never trained). Chained: two-hop queries in the run's own pattern, each "
+            "started from the previous answer, and an atomic query for an odd last hop; the same "
+            "chains. Exact match of the final entity; mean over seeds (min-max).",
+            [Table(["variant", "probe", "chains", "direct", "chained CoT", "seeds"], rows)],
+        ),
+        Section("The claim, checked", items=claims),
     ]
-    return {"runs": per_run, "claims": claims}, sections
+    return {"runs": per_run, "claims": [claim.text for claim in claims]}, items

@@ -11,13 +11,13 @@ log-log slope of that gap against m (the Monte Carlo rate is -0.5; the check ask
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from reasonlab.reporting.study_report import figure, table
+from reasonlab.reporting.content import Claim, Figure, Item, Section, Table
+from reasonlab.runs.summary import StudyResult
 
 SLOPE_TOLERANCE = 0.1
 SEEDS_PER_QUERY = 6  # omega draws per query and m on a model's head (4 queries)
@@ -36,14 +36,15 @@ def _initial_model(config: Any, data: Any) -> Any:
     return build_task_model(config.model, data)
 
 
-def _sources(out: Path, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    from reasonlab.analysis.dual import gap_curve, head_gaps
+def _sources(out: Path, result: StudyResult) -> dict[str, dict[str, Any]]:
+    from reasonlab.analysis.dual import gap_curve
+    from reasonlab.analysis.dual_check import head_gaps
     from reasonlab.runs.folder import RunDir
     from reasonlab.tasks import build_task
 
     sources: dict[str, dict[str, Any]] = {"random inputs": gap_curve(seeds=RANDOM_CASES)}
-    for name, summary in result["runs"].items():
-        if summary.get("status") != "completed":
+    for name, summary in result.runs.items():
+        if summary.status != "completed":
             continue
         run = RunDir(out / "runs" / name)
         config = run.load_config()
@@ -116,12 +117,11 @@ def _claim(group: str, members: list[dict[str, Any]]) -> str:
     return text
 
 
-def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]:
     sources = _sources(out, result)
     rows = []
     for label, gaps in sources.items():
         slope = gaps["slope"]
-        within = slope is not None and abs(slope + 0.5) <= SLOPE_TOLERANCE
         rows.append(
             [
                 label,
@@ -132,42 +132,45 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
                 gaps["rf_vs_softmax"][0],
                 gaps["rf_vs_softmax"][-1],
                 None if slope is None else f"{slope:.3f}",
-                "yes" if within else "no",
+                "yes" if _within(gaps) else "no",
             ]
         )
     claims = [_claim(group, members) for group, members in _groups(sources).items()]
-    sections = [
-        "<h2>Softmax attention as one gradient step of the dual model</h2>",
-        "<p>Float64. Dual vs rf: the largest |dual model after one step − random-feature "
-        "attention| over m and draws (rounding when the equivalence holds); softmax vs layer: "
-        "softmax_attention on the head's (q, K, V) against the head's own output; rf vs "
-        "softmax: the relative gap at the smallest and the largest m, and its fitted log-log "
-        "slope against m (Monte Carlo: −0.5). A model's heads are measured at larger m than the "
-        "random inputs: their q.k are larger, and the estimate's variance grows like "
-        "exp(|q|² + |k|²) / m, so the m^(−1/2) rate sets in later. Variance scale: the median "
-        "over queries of max_i exp(|q' + k'_i|²) − 1, one feature's relative variance for the "
-        "largest term (q' = d^(−1/4) q): the rate holds once m is well above it.</p>",
-        table(
+    items: list[Item] = [
+        Section(
+            "Softmax attention as one gradient step of the dual model",
+            "Float64. Dual vs rf: the largest |dual model after one step − random-feature "
+            "attention| over m and draws (rounding when the equivalence holds); softmax vs layer: "
+            "softmax_attention on the head's (q, K, V) against the head's own output; rf vs "
+            "softmax: the relative gap at the smallest and the largest m, and its fitted log-log "
+            "slope against m (Monte Carlo: −0.5). A model's heads are measured at larger m than "
+            "the random inputs: their q.k are larger, and the estimate's variance grows like "
+            "exp(|q|² + |k|²) / m, so the m^(−1/2) rate sets in later. Variance scale: the median "
+            "over queries of max_i exp(|q' + k'_i|²) − 1, one feature's relative variance for the "
+            "largest term (q' = d^(−1/4) q): the rate holds once m is well above it.",
             [
-                "source",
-                "m",
-                "dual vs rf",
-                "softmax vs layer",
-                "variance scale",
-                "rf vs softmax, smallest m",
-                "largest m",
-                "slope",
-                f"within {SLOPE_TOLERANCE} of −0.5",
+                Table(
+                    [
+                        "source",
+                        "m",
+                        "dual vs rf",
+                        "softmax vs layer",
+                        "variance scale",
+                        "rf vs softmax, smallest m",
+                        "largest m",
+                        "slope",
+                        f"within {SLOPE_TOLERANCE} of −0.5",
+                    ],
+                    rows,
+                ),
+                Figure(
+                    _plot(sources),
+                    "gap against m",
+                    "Relative gap of random-feature to exact softmax attention against the number "
+                    "of random features m (log-log); dashed: initial weights, solid: trained.",
+                ),
             ],
-            rows,
         ),
-        figure(
-            _plot(sources),
-            "gap against m",
-            "Relative gap of random-feature to exact softmax attention against the number of "
-            "random features m (log-log); dashed: initial weights, solid: trained.",
-        ),
-        "<h2>Claims, checked</h2>",
-        "<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in claims) + "</ul>",
+        Section("Claims, checked", items=[Claim(claim) for claim in claims]),
     ]
-    return {"sources": sources, "claims": claims}, sections
+    return {"sources": sources, "claims": claims}, items

@@ -5,20 +5,22 @@ mean and spread over seeds; and the check for noiseless linear regression: the m
 falls with the number of examples and is at most 0.05 after 2d examples, where averaging stays
 far above it.
 
-Variant names are the function classes (icl_regression.yaml); runs ``VARIANT-s{seed}``.
+A variant's function class is read from its runs' config (task.function_class); runs are
+``VARIANT-s{seed}`` (icl_regression.yaml).
 """
 
 from __future__ import annotations
 
-import html
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from reasonlab.reporting.study_report import figure, spread, table, variant_of
+from reasonlab.reporting.content import Claim, Figure, Item, Section, Table
+from reasonlab.reporting.seeds import spread, variant_of
 from reasonlab.runs.folder import RunDir
+from reasonlab.runs.summary import StudyResult
 
 TARGET_ERROR = 0.05  # the acceptance: linear regression's error after 2d examples
 
@@ -62,29 +64,33 @@ def _plot(by_class: dict[str, dict[str, np.ndarray]], dims: dict[str, int]) -> b
     return png_bytes(fig)
 
 
-def _linear_check(curves: dict[str, np.ndarray], dim: int) -> str:
+def _linear_check(curves: dict[str, np.ndarray], dim: int) -> Claim:
     model, averaging, least = curves["model"], curves["averaging"], curves["least_squares"]
     at = min(2 * dim, model.shape[1] - 1)
     per_seed = model[:, at]
     falls = bool(np.all(np.diff(model.mean(0)[: at + 1]) < 0.02))  # no rise beyond noise
     first, last = model.mean(0)[0], per_seed.mean()
-    verdict = "holds" if last <= TARGET_ERROR and falls else "does not hold"
-    return (
+    holds = last <= TARGET_ERROR and falls
+    return Claim(
         f"linear regression (d = {dim}): error after {at} examples {last:.3f} (per seed "
         f"{', '.join(f'{v:.3f}' for v in per_seed)}), from {first:.3f} with no examples; "
         f"averaging {averaging[:, at].mean():.3f}, least squares {least[:, at].mean():.3f}. "
-        f"The target (falls with k, at most {TARGET_ERROR} after 2d examples) {verdict}."
+        f"The target (falls with k, at most {TARGET_ERROR} after 2d examples) "
+        f"{'holds' if holds else 'does not hold'}.",
+        "reproduces" if holds else "does not reproduce",
     )
 
 
-def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]:
     runs: dict[str, list[dict[str, list[float]]]] = defaultdict(list)
     dims: dict[str, int] = {}
-    for name, run in result["runs"].items():
-        if run.get("status") != "completed":
+    classes: dict[str, str] = {}
+    for name, run in result.runs.items():
+        if run.status != "completed":
             continue
         runs[variant_of(name)].append(run_curves(out / "runs" / name))
-        dims[variant_of(name)] = run["config"]["task"]["dim"]
+        dims[variant_of(name)] = run.config["task"]["dim"]
+        classes[variant_of(name)] = run.config["task"]["function_class"]
     by_class = {
         variant: {key: np.array([c[key] for c in curves]) for key in curves[0]}
         for variant, curves in runs.items()
@@ -94,24 +100,28 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
         dim = dims[variant]
         for k in sorted({dim // 2, dim, min(2 * dim, curves["model"].shape[1] - 1)}):
             rows.append([variant, k, *(spread(list(values[:, k])) for values in curves.values())])
-    claims = [_linear_check(c, dims[v]) for v, c in by_class.items() if v == "linear"]
-    sections = []
+    claims = [_linear_check(c, dims[v]) for v, c in by_class.items() if classes[v] == "linear"]
+    items: list[Item] = []
     if by_class:
         header = ["function class", "examples k", *next(iter(by_class.values())).keys()]
-        sections = [
-            "<h2>Error against in-context examples</h2>",
-            figure(
-                _plot(by_class, dims),
-                "error against examples",
-                "Squared error divided by E[f(x)²] (the error of predicting 0; d for linear "
-                "regression), on the same test prompts for the model and every baseline; black: "
-                "the trained model (mean over seeds, band: lowest to highest seed); dotted: k = d.",
+        items = [
+            Section(
+                "Error against in-context examples",
+                items=[
+                    Figure(
+                        _plot(by_class, dims),
+                        "error against examples",
+                        "Squared error divided by E[f(x)²] (the error of predicting 0; d for "
+                        "linear regression), on the same test prompts for the model and every "
+                        "baseline; black: the trained model (mean over seeds, band: lowest to "
+                        "highest seed); dotted: k = d.",
+                    ),
+                    Table(header, rows),
+                ],
             ),
-            table(header, rows),
-            "<h2>Claims, checked</h2>",
-            "<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in claims) + "</ul>",
+            Section("Claims, checked", items=claims),
         ]
     curves_json = {
         v: {k: a.mean(0).round(5).tolist() for k, a in c.items()} for v, c in by_class.items()
     }
-    return {"mean_curves": curves_json, "claims": claims}, sections
+    return {"mean_curves": curves_json, "claims": [claim.text for claim in claims]}, items

@@ -7,12 +7,12 @@ verdict is "undecided"); "is worse" in the mirror case; otherwise "no difference
 Scores: the final error averaged over every prompt position (``test``) and the error after 2d
 examples (``test.k<2d>``), lower is better.
 
-Variant names are ``KIND`` or ``KIND-SETTING`` (icl_variants.yaml); runs ``VARIANT-s{seed}``.
+The baseline variant is the study's ``roles.baseline`` (icl_variants.yaml); a variant's kind is
+its runs' ``model.attention``; runs are ``VARIANT-s{seed}``.
 """
 
 from __future__ import annotations
 
-import html
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -20,21 +20,22 @@ from typing import Any
 
 import numpy as np
 
-from reasonlab.reporting.study_report import spread, table, variant_of
+from reasonlab.reporting.content import Bullets, Item, Section, Table
+from reasonlab.reporting.seeds import spread, variant_of
+from reasonlab.runs.summary import StudyResult
 
-BASELINE = "softmax"
 
-
-def _scores(result: dict[str, Any]) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
+def _scores(result: StudyResult) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
     """variant -> metric -> per-seed final values, and the metric keys (test, test.k<2d>)."""
     values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     keys = ["test"]
-    for name, run in result["runs"].items():
-        dim = run["config"]["task"]["dim"]
+    for name, run in result.runs.items():
+        dim = run.config["task"]["dim"]
         keys = ["test", f"test.k{2 * dim}"]
         for key in keys:
-            if run["final"].get(key) is not None:
-                values[variant_of(name)][key].append(float(run["final"][key]))
+            value = run.final.get(key)
+            if value is not None:
+                values[variant_of(name)][key].append(float(value))
     return values, keys
 
 
@@ -55,14 +56,20 @@ def compare(variant: list[float], baseline: list[float]) -> tuple[str, float | N
     return "no difference resolved", difference
 
 
-def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]:
+    from reasonlab.experiments.study_spec import STUDIES
+
     values, keys = _scores(result)
-    baseline = values.get(BASELINE, {})
+    baseline_variant = STUDIES[result.study].roles["baseline"]
+    kinds = {
+        variant_of(name): run.config["model"]["attention"] for name, run in result.runs.items()
+    }
+    baseline = values.get(baseline_variant, {})
     rows, verdicts = [], {}
     for variant, metrics in values.items():
         verdict, difference = (
             ("baseline", None)
-            if variant == BASELINE
+            if variant == baseline_variant
             else compare(metrics[keys[-1]], baseline.get(keys[-1], []))
         )
         verdicts[variant] = {"verdict": verdict, "difference": difference}
@@ -77,7 +84,7 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
         )
     best_per_kind: dict[str, str] = {}
     for variant, metrics in values.items():
-        kind = variant.split("-")[0]
+        kind = kinds[variant]
         mean = float(np.mean(metrics[keys[-1]])) if metrics[keys[-1]] else math.inf
         current = best_per_kind.get(kind)
         if current is None or mean < float(np.mean(values[current][keys[-1]] or [math.inf])):
@@ -96,15 +103,16 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
         for kind, variant in best_per_kind.items()
     ]
     lines.append(f"best overall: {best}")
-    sections = [
-        "<h2>Each variant against softmax attention</h2>",
-        "<p>Final squared error (divided by d) averaged over every prompt position, and after 2d "
-        "examples: mean ± sample standard deviation over seeds (lowest–highest). The difference "
-        "is the variant's mean minus softmax's after 2d examples; a variant beats softmax when it "
-        "is lower by more than twice the standard error of that difference.</p>",
-        table(["variant", "seeds", *keys, "difference", "verdict"], rows),
-        "<h2>Best settings</h2>",
-        "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>",
+    items: list[Item] = [
+        Section(
+            "Each variant against softmax attention",
+            "Final squared error (divided by d) averaged over every prompt position, and after 2d "
+            "examples: mean ± sample standard deviation over seeds (lowest–highest). The "
+            "difference is the variant's mean minus softmax's after 2d examples; a variant beats "
+            "softmax when it is lower by more than twice the standard error of that difference.",
+            [Table(["variant", "seeds", *keys, "difference", "verdict"], rows)],
+        ),
+        Section("Best settings", items=[Bullets(lines)]),
     ]
     analysis = {
         "metric": keys[-1],
@@ -113,4 +121,4 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
         "best": best,
         "claims": lines,
     }
-    return analysis, sections
+    return analysis, items

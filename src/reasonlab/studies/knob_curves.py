@@ -18,7 +18,6 @@ any) as keys is drawn as a point beside ours.
 from __future__ import annotations
 
 import copy
-import html
 import io
 from collections import defaultdict
 from pathlib import Path
@@ -32,7 +31,9 @@ import numpy as np
 
 from reasonlab.config import apply_overrides
 from reasonlab.core.files import atomic_path
-from reasonlab.reporting.study_report import figure, mean_present, spread, table
+from reasonlab.reporting.content import Figure, Item, Paragraph, Section, Table
+from reasonlab.reporting.seeds import mean_present, spread
+from reasonlab.runs.summary import StudyResult, StudyRun
 
 Point = dict[str, Any]
 
@@ -52,14 +53,14 @@ def _matches(config: dict[str, Any], where: dict[str, Any]) -> bool:
 
 
 def curve_points(
-    curve: dict[str, Any], runs: dict[str, dict[str, Any]], headline: dict[str, str]
+    curve: dict[str, Any], runs: dict[str, StudyRun], headline: dict[str, str]
 ) -> list[Point]:
     """One point per (series, x) over the completed runs that match ``curve['where']``: the
     final value of every headline probe and the steps to the threshold of each, per seed."""
-    cells: dict[tuple[Any, Any], list[dict[str, Any]]] = defaultdict(list)
+    cells: dict[tuple[Any, Any], list[StudyRun]] = defaultdict(list)
     for run in runs.values():
-        config = run.get("config") or {}
-        if run.get("status") != "completed" or not _matches(config, curve.get("where") or {}):
+        config = run.config
+        if run.status != "completed" or not _matches(config, curve.get("where") or {}):
             continue
         series = config_value(config, curve["series"]) if curve.get("series") else ""
         cells[(series, config_value(config, curve["x"]))].append(run)
@@ -69,8 +70,8 @@ def curve_points(
     ):
         point: Point = {"series": series, "x": x, "seeds": len(members)}
         for label, probe in headline.items():
-            point[label] = [r["final"].get(probe) for r in members]
-            point[f"steps {label}"] = [r["steps_to_threshold"].get(probe) for r in members]
+            point[label] = [r.final.get(probe) for r in members]
+            point[f"steps {label}"] = [r.steps_to_threshold.get(probe) for r in members]
         points.append(point)
     return points
 
@@ -171,7 +172,7 @@ def plot_curve(
     return buffer.getvalue()
 
 
-def curve_table(points: list[Point], paper: list[dict[str, Any]], curve: dict[str, Any]) -> str:
+def curve_table(points: list[Point], paper: list[dict[str, Any]], curve: dict[str, Any]) -> Table:
     labels = [k for k in points[0] if k not in ("series", "x", "seeds")] if points else []
     finals = [k for k in labels if not k.startswith("steps ")]
     header = ["series", curve.get("label", curve["x"]), "seeds"]
@@ -196,19 +197,19 @@ def curve_table(points: list[Point], paper: list[dict[str, Any]], curve: dict[st
                 *paper_values,
             ]
         )
-    return table(header, rows)
+    return Table(header, rows)
 
 
-def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]:
     from reasonlab.experiments.study_spec import STUDIES
 
-    spec = STUDIES[result["study"]]
-    preset = apply_overrides(copy.deepcopy(spec.presets[result["preset"]]), result["overrides"])
-    runs = result["runs"]
-    threshold = float(next(iter(runs.values()))["config"]["eval"]["threshold"]) if runs else 0.95
+    spec = STUDIES[result.study]
+    preset = apply_overrides(copy.deepcopy(spec.presets[result.preset]), result.overrides)
+    runs = result.runs
+    threshold = float(next(iter(runs.values())).config["eval"]["threshold"]) if runs else 0.95
     rows = spec.paper.get("rows", [])
     analysis: dict[str, Any] = {"curves": []}
-    sections = ["<h2>Final accuracy against the knob</h2>"]
+    curves: list[Item] = []
     for index, curve in enumerate(spec.curves):
         base = {key: config_value(preset, key) for key in curve.get("base", [])}
         curve = {**curve, "where": {**(curve.get("where") or {}), **base}}
@@ -232,7 +233,7 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
             }
         )
         if not points:
-            sections.append(f"<p>{html.escape(label)}: no completed run to plot.</p>")
+            curves.append(Paragraph(f"{label}: no completed run to plot."))
             continue
         png = plot_curve(curve, points, paper, spec.headline, threshold)
         name = f"curve-{index}-{curve['x'].split('.')[-1]}.png"
@@ -244,9 +245,13 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
             + "; mean over seeds, the band spans the lowest to the highest seed"
             + ("; crosses: the paper's numbers, at its own scale." if paper else ".")
         )
-        sections += [
-            f"<h3>{html.escape(label)}" + (f" ({html.escape(where)})" if where else "") + "</h3>",
-            figure(png, f"accuracy against {label}", caption),
-            curve_table(points, paper, curve),
-        ]
-    return analysis, sections
+        curves.append(
+            Section(
+                label + (f" ({where})" if where else ""),
+                items=[
+                    Figure(png, f"accuracy against {label}", caption),
+                    curve_table(points, paper, curve),
+                ],
+            )
+        )
+    return analysis, [Section("Final accuracy against the knob", items=curves)]

@@ -2,12 +2,13 @@
 spread over seeds), accuracy per copied position, the decay probe on each Mamba, and the paper's
 three claims checked against the numbers measured.
 
-Variant names follow ``FAMILY[-detail]-L{max_length}`` (mamba-copy.yaml); runs ``VARIANT-s{seed}``.
+The variants each claim compares are the study's ``roles`` (mamba_copy.yaml): the GPT and the
+Mamba (d_state 16) at the shorter and at the longer maximum length, and the narrow and the
+shallow Mamba; runs are ``VARIANT-s{seed}``.
 """
 
 from __future__ import annotations
 
-import html
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from reasonlab.reporting.study_report import figure, mean_present, spread, table, variant_of
+from reasonlab.reporting.content import Claim, Figure, Item, Section, Table, Verdict
+from reasonlab.reporting.seeds import mean_present, spread, variant_of
 from reasonlab.runs.folder import RunDir
+from reasonlab.runs.summary import StudyResult, StudyRun
 
 
 def _length(probe: str) -> int:
@@ -31,14 +34,16 @@ def _own_probe(task: dict[str, Any]) -> str:
     return f"len{within[-1] if within else lengths[0]}"
 
 
-def _by_variant(result: dict[str, Any]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    grouped: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
-    for name, run in result["runs"].items():
+def _by_variant(result: StudyResult) -> dict[str, list[tuple[str, StudyRun]]]:
+    grouped: dict[str, list[tuple[str, StudyRun]]] = defaultdict(list)
+    for name, run in result.runs.items():
         grouped[variant_of(name)].append((name, run))
     return grouped
 
 
-def _plot_lengths(curves: dict[str, dict[int, list[float]]]) -> bytes:
+def _plot_lengths(curves: dict[str, dict[int, list[float]]], families: dict[str, str]) -> bytes:
+    """Accuracy against length, a line per variant (dashed: a GPT); ``families``: variant ->
+    model.kind."""
     import matplotlib.pyplot as plt
 
     from reasonlab.reporting.plots import png_bytes
@@ -47,7 +52,7 @@ def _plot_lengths(curves: dict[str, dict[int, list[float]]]) -> bytes:
     for variant, by_length in curves.items():
         lengths = sorted(by_length)
         values = np.array([by_length[n] for n in lengths], dtype=float)  # (lengths, seeds)
-        style = "--" if variant.startswith("gpt") else "-"
+        style = "--" if families[variant] == "gpt" else "-"
         line = axis.plot(lengths, values.mean(1), style, marker="o", label=variant)[0]
         if values.shape[1] > 1:
             axis.fill_between(
@@ -62,7 +67,7 @@ def _plot_lengths(curves: dict[str, dict[int, list[float]]]) -> bytes:
     return png_bytes(fig)
 
 
-def _position_accuracy(run_dir: Path, config: dict[str, Any], probe: str) -> list[float]:
+def _position_accuracy(run_dir: Path, probe: str) -> list[float]:
     """Accuracy at each copied position of ``probe`` for the run's final model (greedy)."""
     from reasonlab.tasks import build_task
     from reasonlab.tasks.copy import position_accuracy
@@ -105,167 +110,180 @@ def _first_reached(steps: list[int | None]) -> str:
 
 
 def _claims(
-    finals: dict[str, list[dict[str, float]]],
+    finals: dict[str, list[dict[str, float | None]]],
     steps: dict[str, dict[str, list[int | None]]],
     own: dict[str, str],
     shortest: str,
-) -> list[str]:
+    roles: dict[str, str],
+) -> list[Claim]:
     """The paper's three claims, each checked against the seeds' results: reproduces, does not
     reproduce, or undecided (what would decide it is missing). ``finals``: each variant's final
     scores per seed; ``steps``: per probe, each seed's first step at 0.95 (None: never);
     ``own``: each variant's probe at its own maximum length; ``shortest``: the shortest probe,
-    where the claims fall back when nothing is learned at a variant's own length."""
+    where the claims fall back when nothing is learned at a variant's own length; ``roles``:
+    the variants each claim compares (a claim whose variants are missing is left out)."""
 
     def mean(variant: str, probe: str) -> float | None:
         return mean_present([f.get(probe) for f in finals[variant]])
 
-    lines = []
-    gpt, mamba = "gpt-L20", "mamba-d16-L20"
+    claims = []
+    verdict: Verdict
+    gpt, mamba = roles.get("transformer_short"), roles.get("mamba_short")
     if gpt in steps and mamba in steps:
-        verdict, where = "undecided (neither reached 0.95 in the steps trained)", own[gpt]
+        verdict, why, where = "undecided", " (neither reached 0.95 in the steps trained)", own[gpt]
         for probe in dict.fromkeys([own[gpt], shortest]):  # the own length, then the shortest
             by_gpt, by_mamba = steps[gpt][probe], steps[mamba][probe]
             if all(s is None for s in by_gpt + by_mamba):
                 continue
             gpt_first, mamba_first = _earliest(by_gpt), _earliest(by_mamba)
             faster = gpt_first is not None and (mamba_first is None or gpt_first < mamba_first)
-            verdict, where = ("reproduces" if faster else "does not reproduce"), probe
+            verdict, why, where = ("reproduces" if faster else "does not reproduce"), "", probe
             break
-        lines.append(
-            f"Transformers learn COPY faster: {verdict} - first step at 0.95 on {where}, per "
+        text = (
+            f"Transformers learn COPY faster: {verdict}{why} - first step at 0.95 on {where}, per "
             f"seed: GPT {_first_reached(steps[gpt][where])}, Mamba d_state 16 "
             f"{_first_reached(steps[mamba][where])}."
         )
-    gpt, mamba = "gpt-L40", "mamba-d16-L40"
+        claims.append(Claim(text, verdict))
+    gpt, mamba = roles.get("transformer_long"), roles.get("mamba_long")
     if gpt in finals and mamba in finals:
         probe = own[gpt]
         at_gpt, at_mamba = mean(gpt, probe), mean(mamba, probe)
-        learned = [f.get(probe, 0.0) >= 0.9 for f in finals[gpt]]
-        mamba_learned = [f.get(probe, 0.0) >= 0.5 for f in finals[mamba]]
+        learned = [(f.get(probe) or 0.0) >= 0.9 for f in finals[gpt]]
+        mamba_learned = [(f.get(probe) or 0.0) >= 0.5 for f in finals[mamba]]
+        verdict, why = "undecided", ""
         if at_gpt is None or at_mamba is None:
-            verdict = "undecided (no final accuracy)"
+            why = " (no final accuracy)"
         elif not any(learned):
-            verdict = "undecided (the GPT did not learn it either, < 0.9 in every seed)"
+            why = " (the GPT did not learn it either, < 0.9 in every seed)"
         else:
             verdict = "reproduces" if not any(mamba_learned) else "does not reproduce"
-        lines.append(
+        text = (
             f"Mamba fails COPY at the longer maximum length where a Transformer learns: "
-            f"{verdict} - final {probe} exact match, mean over seeds: GPT {_fmt(at_gpt)}, Mamba "
-            f"{_fmt(at_mamba)}; the GPT reached 0.9 in {sum(learned)} of {len(learned)} seeds, "
-            f"the Mamba 0.5 in {sum(mamba_learned)} of {len(mamba_learned)}."
+            f"{verdict}{why} - final {probe} exact match, mean over seeds: GPT {_fmt(at_gpt)}, "
+            f"Mamba {_fmt(at_mamba)}; the GPT reached 0.9 in {sum(learned)} of {len(learned)} "
+            f"seeds, the Mamba 0.5 in {sum(mamba_learned)} of {len(mamba_learned)}."
         )
-    narrow, shallow = "mamba-narrow-L20", "mamba-shallow-L20"
+        claims.append(Claim(text, verdict))
+    narrow, shallow = roles.get("mamba_narrow"), roles.get("mamba_shallow")
     if narrow in finals and shallow in finals:
-        verdict, where = "undecided (equal or missing accuracies)", own[narrow]
+        verdict, why, where = "undecided", " (equal or missing accuracies)", own[narrow]
         for probe in dict.fromkeys([own[narrow], shortest]):
             at_narrow, at_shallow = mean(narrow, probe), mean(shallow, probe)
             if at_narrow is None or at_shallow is None or abs(at_narrow - at_shallow) < MARGIN:
                 continue
             verdict = "reproduces" if at_narrow < at_shallow else "does not reproduce"
-            where = probe
+            why, where = "", probe
             break
-        lines.append(
+        text = (
             "Shrinking Mamba's width hurts more than removing a layer (about the same parameter "
-            f"count): {verdict} - final {where}, mean over seeds: narrow (expand 1) "
+            f"count): {verdict}{why} - final {where}, mean over seeds: narrow (expand 1) "
             f"{_fmt(mean(narrow, where))}, shallow (1 layer) {_fmt(mean(shallow, where))} "
             f"(told apart from {MARGIN:g} on)."
         )
-    return lines
+        claims.append(Claim(text, verdict))
+    return claims
 
 
-def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]:
     from reasonlab.analysis.ssm import run_decay
+    from reasonlab.experiments.study_spec import STUDIES
 
     out = Path(out)
     grouped = _by_variant(result)
     curves: dict[str, dict[int, list[float]]] = {}
     finals: dict[str, dict[str, float | None]] = {}
-    seed_finals: dict[str, list[dict[str, float]]] = {}
+    seed_finals: dict[str, list[dict[str, float | None]]] = {}
     seed_steps: dict[str, dict[str, list[int | None]]] = {}
     own_probe: dict[str, str] = {}
+    families: dict[str, str] = {}
     rows = []
     probes: list[str] = []
     for variant, runs in grouped.items():
         first = runs[0][1]
-        config = first["config"]
-        probes = sorted((k for k in first["final"] if "." not in k), key=_length)
-        curves[variant] = {_length(p): [r["final"].get(p) or 0.0 for _, r in runs] for p in probes}
-        finals[variant] = {p: mean_present([r["final"].get(p) for _, r in runs]) for p in probes}
+        config = first.config
+        families[variant] = config["model"]["kind"]
+        probes = sorted((k for k in first.final if "." not in k), key=_length)
+        curves[variant] = {_length(p): [r.final.get(p) or 0.0 for _, r in runs] for p in probes}
+        finals[variant] = {p: mean_present([r.final.get(p) for _, r in runs]) for p in probes}
         own = own_probe[variant] = _own_probe(config["task"])
-        steps = [r["steps_to_threshold"].get(own) for _, r in runs]
-        seed_finals[variant] = [r["final"] for _, r in runs]
-        seed_steps[variant] = {p: [r["steps_to_threshold"].get(p) for _, r in runs] for p in probes}
+        steps = [r.steps_to_threshold.get(own) for _, r in runs]
+        seed_finals[variant] = [r.final for _, r in runs]
+        seed_steps[variant] = {p: [r.steps_to_threshold.get(p) for _, r in runs] for p in probes}
         rows.append(
             [
                 variant,
                 len(runs),
-                first.get("num_parameters"),
+                first.num_parameters,
                 config["task"]["max_length"],
-                *(spread([r["final"].get(p) for _, r in runs]) for p in probes),
+                *(spread([r.final.get(p) for _, r in runs]) for p in probes),
                 spread(steps, 0, "reached"),
             ]
         )
     positions: dict[str, list[float]] = {}
     decay: dict[str, Any] = {}
+    decay_figures: list[Item] = []
     for variant, runs in grouped.items():
         name, run = runs[0]
-        config = run["config"]
+        config = run.config
         run_dir = out / "runs" / name
-        positions[variant] = _position_accuracy(run_dir, config, own_probe[variant])
+        positions[variant] = _position_accuracy(run_dir, own_probe[variant])
         if config["model"]["kind"] == "mamba":
             decay[variant] = run_decay(run_dir)["checkpoints"][-1]
-    claims = _claims(seed_finals, seed_steps, own_probe, min(probes, key=_length))
-    sections = [
-        "<h2>Accuracy against copy length</h2>",
-        figure(
-            _plot_lengths(curves),
-            "accuracy against length",
-            "Whole-copy exact match of each probe's strings at the end of training; dashed: GPT.",
-        ),
-        table(
-            [
-                "variant",
-                "seeds",
-                "parameters",
-                "max length",
-                *probes,
-                "steps to 0.95 (own max length)",
-            ],
-            rows,
-        ),
-        "<h2>Accuracy per copied position</h2>",
-        "<p>First seed of each variant, its own maximum length: the share of strings whose k-th "
-        "copied token is right (greedy decoding).</p>",
-        table(
-            ["variant", "positions 1 .. n"],
-            [[v, " ".join(f"{a:.2f}" for a in acc)] for v, acc in positions.items()],
-        ),
-        "<h2>The paper's claims, checked</h2>",
-        "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in claims) + "</ul>",
-    ]
-    for variant, entry in decay.items():
-        png = (
-            out
-            / "runs"
-            / f"{grouped[variant][0][0]}"
-            / "analysis"
-            / f"decay-all-step{entry['step']}.png"
-        )
-        sections.append(
-            figure(
-                png.read_bytes(),
-                f"decay probe {variant}",
-                f"Decay probe of {variant} "
-                "(reasonlab analyze decay): medians by distance of log10 c.b, of the most "
-                "persistent channel's cumulative decay, of the best channel's weight, and the "
-                "c.b growth Theorem 1 says is needed (dashed).",
+            step = decay[variant]["step"]
+            decay_figures.append(
+                Figure(
+                    run_dir / "analysis" / f"decay-all-step{step}.png",
+                    f"decay probe {variant}",
+                    f"Decay probe of {variant} "
+                    "(reasonlab analyze decay): medians by distance of log10 c.b, of the most "
+                    "persistent channel's cumulative decay, of the best channel's weight, and the "
+                    "c.b growth Theorem 1 says is needed (dashed).",
+                )
             )
-        )
+    roles = STUDIES[result.study].roles
+    claims = _claims(seed_finals, seed_steps, own_probe, min(probes, key=_length), roles)
+    items: list[Item] = [
+        Section(
+            "Accuracy against copy length",
+            items=[
+                Figure(
+                    _plot_lengths(curves, families),
+                    "accuracy against length",
+                    "Whole-copy exact match of each probe's strings at the end of training; "
+                    "dashed: GPT.",
+                ),
+                Table(
+                    [
+                        "variant",
+                        "seeds",
+                        "parameters",
+                        "max length",
+                        *probes,
+                        "steps to 0.95 (own max length)",
+                    ],
+                    rows,
+                ),
+            ],
+        ),
+        Section(
+            "Accuracy per copied position",
+            "First seed of each variant, its own maximum length: the share of strings whose k-th "
+            "copied token is right (greedy decoding).",
+            [
+                Table(
+                    ["variant", "positions 1 .. n"],
+                    [[v, " ".join(f"{a:.2f}" for a in acc)] for v, acc in positions.items()],
+                )
+            ],
+        ),
+        Section("The paper's claims, checked", items=[*claims, *decay_figures]),
+    ]
     analysis = {
         "final_by_variant": finals,
         "steps_to_threshold_by_variant": seed_steps,
         "position_accuracy": positions,
-        "claims": claims,
+        "claims": [claim.text for claim in claims],
         "decay": {v: e["layers"] for v, e in decay.items()},
     }
-    return analysis, sections
+    return analysis, items

@@ -9,7 +9,6 @@ for them).
 
 from __future__ import annotations
 
-import html
 import statistics
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,10 @@ from reasonlab.bench.decode_cost import decode_cost, fit_slope
 from reasonlab.config import RunConfig
 from reasonlab.core.files import write_json
 from reasonlab.models.base import LanguageModel
+from reasonlab.reporting.content import Figure, Item, Paragraph, Section, Table
 from reasonlab.reporting.plots import TITLE_SIZE, save_png, wrap_title
-from reasonlab.reporting.study_report import figure, table
 from reasonlab.runs.folder import RunDir
+from reasonlab.runs.summary import StudyResult
 from reasonlab.training.loop import resolve_device
 
 LENGTHS = {
@@ -154,7 +154,7 @@ def _plot(families: dict[str, dict[str, Any]], title: str, path: Path) -> None:
     save_png(fig, path)
 
 
-def _cost_table(families: dict[str, dict[str, Any]]) -> str:
+def _cost_table(families: dict[str, dict[str, Any]]) -> Table:
     """length | ms/token per family | state bytes per family | peak MiB per family (CUDA only)."""
     values = {family: {r["length"]: r for r in entry["rows"]} for family, entry in families.items()}
     keys = [("ms_per_token", "ms/token"), ("state_bytes", "state bytes")]
@@ -166,7 +166,7 @@ def _cost_table(families: dict[str, dict[str, Any]]) -> str:
         [length] + [values[f].get(length, {}).get(key) for key, _ in keys for f in families]
         for length in lengths
     ]
-    return table(header, rows)
+    return Table(header, rows)
 
 
 def _slope_sentence(families: dict[str, dict[str, Any]]) -> str:
@@ -185,10 +185,10 @@ def _slope_sentence(families: dict[str, dict[str, Any]]) -> str:
     )
 
 
-def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    lengths = LENGTHS[result["preset"]]
+def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]:
+    lengths = LENGTHS[result.preset]
     runs = {}
-    for name in result["runs"]:
+    for name in result.runs:
         print(f"[mamba-cost] measuring {name} at {len(lengths)} lengths", flush=True)
         runs[name] = _measure_run(out / "runs" / name, lengths)
     families = _families(runs)
@@ -200,27 +200,29 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
         "families": families,
     }
     write_json(out / "cost.json", analysis)
-    _plot(families, f"mamba-cost ({result['preset']}): decoding cost vs context", out / "cost.png")
+    _plot(families, f"mamba-cost ({result.preset}): decoding cost vs context", out / "cost.png")
     skipped = [
-        f"{html.escape(name)} skips lengths {run['skipped_lengths']} (beyond model.max_seq_len)"
+        Paragraph(f"{name} skips lengths {run['skipped_lengths']} (beyond model.max_seq_len)")
         for name, run in runs.items()
         if run["skipped_lengths"]
     ]
     run_rows = [
         [name, run["model"], f"{run['parameters']:,}", run["device"]] for name, run in runs.items()
     ]
-    sections = [
-        "<h2>Decoding cost against context length</h2>",
-        f"<p>For each run's last checkpoint: a random prompt of T tokens fed into a fresh "
+    section = Section(
+        "Decoding cost against context length",
+        f"For each run's last checkpoint: a random prompt of T tokens fed into a fresh "
         f"decoding state (not timed), then {NEW_TOKENS} single-token steps timed; the median "
         f"over {REPEATS} prompts of the mean time per token, batch 1. State bytes: the sum of "
         "the tensors the decoding state holds after the prompt (the GPT's keys and values per "
         "layer, the Mamba's conv inputs and SSM state per layer). Several seeds of a family are "
-        "combined by their median.</p>",
-        figure((out / "cost.png").read_bytes(), "decoding cost", "Log-log against the length."),
-        f"<p>{html.escape(_slope_sentence(families))}</p>",
-        *(f"<p>{line}</p>" for line in skipped),
-        _cost_table(families),
-        table(["run", "model", "parameters", "measured on"], run_rows),
-    ]
-    return analysis, sections
+        "combined by their median.",
+        [
+            Figure(out / "cost.png", "decoding cost", "Log-log against the length."),
+            Paragraph(_slope_sentence(families)),
+            *skipped,
+            _cost_table(families),
+            Table(["run", "model", "parameters", "measured on"], run_rows),
+        ],
+    )
+    return analysis, [section]

@@ -3,12 +3,12 @@ and for LIS (mean over seeds), the smallest d_state that reaches the threshold f
 the locality claim checked (that smallest state grows with m, and LIS needs at least as much as
 every local DP).
 
-Variant names are ``m{m}-d{d_state}`` and ``lis-d{d_state}`` (mamba-locality.yaml).
+Each run's DP is read from its config: ``m{task.locality}`` for an m-local DP, else its
+``task.problem`` (``lis``); its state size is ``model.d_state``.
 """
 
 from __future__ import annotations
 
-import html
 import itertools
 from collections import defaultdict
 from pathlib import Path
@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from reasonlab.reporting.study_report import figure, table, variant_of
+from reasonlab.reporting.content import Claim, Figure, Item, Section, Table, Verdict
+from reasonlab.runs.summary import StudyResult, StudyRun
 
 
 def _plot(curves: dict[str, dict[int, float]], threshold: float) -> bytes:
@@ -47,7 +48,7 @@ def _smallest(by_state: dict[int, float], threshold: float) -> int | None:
 STATE_EFFECT = 0.1  # the least change of accuracy across d_state that counts as an effect
 
 
-def _claim(curves: dict[str, dict[int, float]], threshold: float) -> str:
+def _claim(curves: dict[str, dict[int, float]], threshold: float) -> Claim:
     """The locality claim: the smallest d_state that reaches the threshold grows with m, and LIS
     needs the most. Decided only where the state size changes some DP's accuracy by
     STATE_EFFECT or more; otherwise what the runs show is not about the state."""
@@ -62,11 +63,13 @@ def _claim(curves: dict[str, dict[int, float]], threshold: float) -> str:
     lis = smallest.get("lis")
     lis_number = largest_state * 2 if lis is None else lis
     lis_most = all(lis_number >= s for s in as_numbers)
+    verdict: Verdict = "undecided"
+    why = ""
     if all(s is None for s in ordered):
-        verdict = "undecided (no local DP reached the threshold at any state size tried)"
+        why = " (no local DP reached the threshold at any state size tried)"
     elif all(effect < STATE_EFFECT for effect in effects.values()):
-        verdict = (
-            f"undecided (no DP's accuracy changes by {STATE_EFFECT:g} or more across the state "
+        why = (
+            f" (no DP's accuracy changes by {STATE_EFFECT:g} or more across the state "
             "sizes tried, so what differs between the DPs is not the state)"
         )
     elif grows and lis_most and len(set(as_numbers)) > 1:
@@ -79,20 +82,26 @@ def _claim(curves: dict[str, dict[int, float]], threshold: float) -> str:
     ranges = ", ".join(
         f"{dp} {min(v.values()):.3f}-{max(v.values()):.3f}" for dp, v in curves.items()
     )
-    return (
+    return Claim(
         "The state a Mamba needs grows with the locality m of the DP, and a non-local DP (LIS) "
-        f"needs the most: {verdict} here - smallest d_state reaching {threshold:g}: {text}; "
-        f"accuracy over the state sizes: {ranges}."
+        f"needs the most: {verdict}{why} here - smallest d_state reaching {threshold:g}: {text}; "
+        f"accuracy over the state sizes: {ranges}.",
+        verdict,
     )
 
 
-def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def _dp(run: StudyRun) -> str:
+    """The DP a run solves: m1, m2, ... for an m-local DP, else its problem (lis)."""
+    task = run.config["task"]
+    return f"m{task['locality']}" if task["problem"] == "local" else task["problem"]
+
+
+def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]:
     values: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     threshold = 0.9
-    for name, run in result["runs"].items():
-        dp, state = variant_of(name).split("-d")
-        values[dp][int(state)].append(run["final"].get("test") or 0.0)
-        threshold = run["config"]["eval"]["threshold"]
+    for run in result.runs.values():
+        values[_dp(run)][run.config["model"]["d_state"]].append(run.final.get("test") or 0.0)
+        threshold = run.config["eval"]["threshold"]
     curves = {
         dp: {d: float(np.mean(v)) for d, v in sorted(by_state.items())}
         for dp, by_state in values.items()
@@ -103,17 +112,21 @@ def analyze(out: Path, result: dict[str, Any]) -> tuple[dict[str, Any], list[str
     rows = [
         [dp, *(by_state.get(d) for d in states), smallest[dp]] for dp, by_state in curves.items()
     ]
-    sections = [
-        "<h2>Accuracy against d_state</h2>",
-        figure(
-            _plot(curves, threshold),
-            "accuracy against d_state",
-            f"Final exact match (mean over seeds); dotted: the threshold {threshold:g}.",
+    items: list[Item] = [
+        Section(
+            "Accuracy against d_state",
+            items=[
+                Figure(
+                    _plot(curves, threshold),
+                    "accuracy against d_state",
+                    f"Final exact match (mean over seeds); dotted: the threshold {threshold:g}.",
+                ),
+                Table(
+                    ["DP", *(f"d_state {d}" for d in states), f"smallest d_state >= {threshold:g}"],
+                    rows,
+                ),
+            ],
         ),
-        table(
-            ["DP", *(f"d_state {d}" for d in states), f"smallest d_state >= {threshold:g}"], rows
-        ),
-        "<h2>The locality claim, checked</h2>",
-        f"<p>{html.escape(claim)}</p>",
+        Section("The locality claim, checked", items=[claim]),
     ]
-    return {"accuracy": curves, "smallest_state": smallest, "claim": claim}, sections
+    return {"accuracy": curves, "smallest_state": smallest, "claim": claim.text}, items

@@ -1,10 +1,10 @@
 """What every task hands to the trainer, and what differs between kinds of task.
 
-A task knows no model. ``Task`` is the seam (DESIGN.md, "Two seams"): a task owns its input and
-output kind (``io``), how the batch of a step is drawn (``batch``: from a fixed dataset, or fresh
-samples seeded by (seed, step)), its loss given the model's outputs (``loss``), its probes, and
-its ``metric`` (what the probes' numbers mean and whether lower or higher is better). The one
-training loop, the run folder, resume and the report use only this interface.
+A task knows no model. ``Task`` is the seam (docs/ARCHITECTURE.md, "Two seams"): a task owns
+its input and output kind (``io``), how the batch of a step is drawn (``batch``: from a fixed
+dataset, or fresh samples seeded by (seed, step)), its loss given the model's outputs (``loss``),
+its probes, and its ``metric`` (what the probes' numbers mean and whether lower or higher is
+better). The one training loop, the run folder, resume and the report use only this interface.
 
 Two kinds exist: token tasks (``TaskData``: sequences of token ids, right-padded with ``pad_id``,
 a loss mask marking the positions the model is trained to predict, probes scored by greedy

@@ -1,5 +1,5 @@
 """``reasonlab data`` for token tasks written one example per line (COPY, dynamic programs):
-``train.txt`` and ``test.txt``, tokens separated by spaces, padding left out (DESIGN.md)."""
+``train.txt`` and ``test.txt``, tokens separated by spaces, padding left out."""
 
 from __future__ import annotations
 

@@ -28,15 +28,11 @@ from reasonlab.config import (
     apply_overrides,
     config_from_dict,
 )
+from reasonlab.core.files import write_json
 from reasonlab.models.build import build_model
-from reasonlab.runs.folder import (
-    RunDir,
-    TrainingCheckpoints,
-    check_data_fingerprint,
-    unpack_state,
-    versions,
-    write_json,
-)
+from reasonlab.runs.checkpoints import TrainingCheckpoints, unpack_state
+from reasonlab.runs.folder import RunDir, check_data_fingerprint, versions
+from reasonlab.runs.summary import RunSummary
 from reasonlab.tasks import Task, build_task
 from reasonlab.tasks.base import Batch, sample_probes
 from reasonlab.training.evaluation import evaluate
@@ -179,7 +175,8 @@ def train(
     fingerprint compared with the one recorded when the run was made (``allow_data_change``
     proceeds on a mismatch and notes it). A resume whose ``train.steps`` is larger than the
     recorded one continues the run to the new length. ``on_resume(step)`` is called once every
-    check has passed, before training resumes at ``step``."""
+    check has passed, before training resumes at ``step``. Returns what the run's summary.json
+    holds (``RunSummary``, as JSON)."""
     run = RunDir(out)
     device = resolve_device(config.train.device)
     autocast = uses_bf16(config.train, device)
@@ -233,29 +230,23 @@ def _train_locked(
             print(f"{run.path}: {note}", file=sys.stderr)
 
     history = state.history
-    summary_base = {
-        "status": "running",
-        "steps": config.train.steps,
-        "device": str(state.device),
-        "precision": "bf16" if state.autocast else "fp32",
-        "num_parameters": sum(p.numel() for p in state.model.parameters()),
-        "data_fingerprint": fingerprint,
-        "data_stats": data.stats,
-        "metric": data.metric.as_dict(),
-        "notes": notes,
-        "versions": versions(),
-    }
-    if state.checkpoints.kept:
-        summary_base["continued_from"] = sorted(state.checkpoints.kept)
-    write_json(
-        run.summary_path,
-        {
-            **summary_base,
-            **history.summary(config.eval.threshold, data.metric.higher_is_better),
-            "step": state.start_step,
-            "wall_s": state.elapsed_before,
-        },
+    summary = RunSummary(
+        status="running",
+        steps=config.train.steps,
+        device=str(state.device),
+        precision="bf16" if state.autocast else "fp32",
+        num_parameters=sum(p.numel() for p in state.model.parameters()),
+        data_fingerprint=fingerprint,
+        data_stats=data.stats,
+        metric=data.metric.as_dict(),
+        notes=notes,
+        versions=versions(),
     )
+    if state.checkpoints.kept:
+        summary.continued_from = sorted(state.checkpoints.kept)
+    scores = history.summary(config.eval.threshold, data.metric.higher_is_better)
+    update = {**scores, "step": state.start_step, "wall_s": state.elapsed_before}
+    summary.model_copy(update=update).write(run.summary_path)
     state.progress = Progress(
         config.log.progress,
         config.train.steps,
@@ -279,20 +270,21 @@ def _train_locked(
     finally:
         state.progress.close()
         checkpoints = run.checkpoint_steps()
-        summary = {
-            **summary_base,
-            "status": status,
-            **history.summary(config.eval.threshold, data.metric.higher_is_better),
-            "step": history.step,
-            "last_checkpoint": checkpoints[-1] if checkpoints else None,
-            "wall_s": state.elapsed(),
-        }
+        summary = summary.model_copy(
+            update={
+                "status": status,
+                **history.summary(config.eval.threshold, data.metric.higher_is_better),
+                "step": history.step,
+                "last_checkpoint": checkpoints[-1] if checkpoints else None,
+                "wall_s": state.elapsed(),
+            }
+        )
         if status != "completed" and checkpoints:
-            summary["resume"] = f"reasonlab run --resume {run.path}"
+            summary.resume = f"reasonlab run --resume {run.path}"
         if error:
-            summary["error"] = error
-        write_json(run.summary_path, summary)
-    return summary
+            summary.error = error
+        summary.write(run.summary_path)
+    return summary.as_json()
 
 
 def _prepare_resume(
@@ -305,12 +297,12 @@ def _prepare_resume(
     """Checks everything a resume depends on, restores the newest checkpoint into ``state``,
     and only then repairs the folder. Returns the run's notes."""
     config, run, checkpoints = state.config, state.run, state.checkpoints
-    previous = run.summary() or {}
+    previous = RunSummary.read_if_present(run.summary_path) or RunSummary()
     data_note = check_data_fingerprint(run, fingerprint, allow_data_change)
     start_step, saved = checkpoints.resume_point()
     recorded_steps = run.load_config().train.steps
-    checkpoints.kept = {int(s) for s in previous.get("continued_from", [])}
-    notes = list(dict.fromkeys([*previous.get("notes", []), *notes]))
+    checkpoints.kept = set(previous.continued_from)
+    notes = list(dict.fromkeys([*previous.notes, *notes]))
     if recorded_steps != config.train.steps:
         if config.train.steps <= start_step:
             raise ConfigError(

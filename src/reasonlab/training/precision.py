@@ -90,8 +90,3 @@ def autocast_context(device: torch.device, enabled: bool) -> AbstractContextMana
     if not enabled:
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def describe_precision(cfg: TrainConfig, device: torch.device) -> str:
-    """bf16 or fp32, as ``uses_bf16`` decides (for the run summary and the benchmarks)."""
-    return "bf16" if uses_bf16(cfg, device) else "fp32"

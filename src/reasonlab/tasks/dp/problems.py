@@ -1,5 +1,5 @@
-"""The dynamic programs of ``tasks/dp.py``: for each problem its symbols, how inputs are drawn
-and its solver (the trace and the answer as token ids). Formats in ``tasks/dp.py``."""
+"""The dynamic programs of ``tasks/dp/task.py``: for each problem its symbols, how inputs are
+drawn and its solver (the trace and the answer as token ids). Formats in ``tasks/dp/task.py``."""
 
 from __future__ import annotations
 

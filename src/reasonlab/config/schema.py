@@ -1,0 +1,138 @@
+"""RunConfig = task + model + train + eval + log: the typed run configuration.
+
+Every key has a default, so a YAML file may hold only ``task:``. The task and model sections are
+keyed by ``kind`` (their classes in task_configs.py and model_configs.py); train, eval and log
+have one class each.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SerializeAsAny, field_validator
+
+from reasonlab.config.base import ModelConfig, StrictModel, TaskConfig
+from reasonlab.config.model_configs import GPTModelConfig
+from reasonlab.config.task_configs import TwoHopTaskConfig
+
+
+def _by_kind(
+    base: type[StrictModel], registry: dict[str, Any], default: str, section: str, value: Any
+) -> Any:
+    """A section keyed by ``kind`` (task, model): the registered class of that kind, validated."""
+    if isinstance(value, base):
+        return value
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{section} must be a mapping")
+    kind = value.get("kind", default)
+    cls = registry.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        known = ", ".join(sorted(registry))
+        raise ValueError(f"unknown {section} kind {kind!r} (known: {known})")
+    return cls.model_validate(value)
+
+
+class TrainConfig(StrictModel):
+    """The ``train`` section: optimizer, schedule, seed, device and precision."""
+
+    steps: int = Field(1000, ge=1, description="optimizer steps")
+    batch_size: int = Field(512, ge=1, le=1_048_576, description="sequences per step")
+    lr: float = Field(1e-3, gt=0.0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(
+        0.1, ge=0.0, description="AdamW weight decay (none on norms and biases)"
+    )
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    warmup_steps: int = Field(100, ge=0, description="steps of linear warm-up to lr")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="after warm-up: constant, or cosine down to min_lr_ratio * lr"
+    )
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="cosine floor, times lr")
+    grad_clip: float = Field(1.0, ge=0.0, description="largest gradient norm; 0 disables clipping")
+    seed: int = Field(0, description="seed of the initialization and the batch order")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="auto: bf16 autocast on CUDA and on a CPU with bf16 matrix units (AMX, "
+        "AVX512-BF16), else fp32; bf16: autocast anywhere; fp32: none",
+    )
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in value):
+            raise ValueError(f"betas must lie in [0, 1), got {list(value)}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError(f"unknown device {value!r} (auto, cpu, cuda, cuda:N)")
+
+
+class EvalConfig(StrictModel):
+    """The ``eval`` section: when the probes are scored, and on how many rows."""
+
+    every: int = Field(100, ge=1, description="evaluate every this many steps (and at the end)")
+    threshold: float = Field(
+        0.95,
+        ge=0.0,
+        le=1.0,
+        description="accuracy counted as reached (steps_to_threshold); for a task scored by "
+        "error (icl), the error at or below which it counts",
+    )
+    batch_size: int = Field(1024, ge=1, le=1_048_576, description="sequences per eval batch")
+    sample: int | None = Field(
+        None,
+        ge=1,
+        description="rows per probe scored at the evaluations before the last (a fixed random "
+        "subset, the same each time); null: every row. The last evaluation scores every row",
+    )
+    at_start: bool = Field(True, description="also evaluate the untrained model at step 0")
+
+
+class LogConfig(StrictModel):
+    """The ``log`` section: which checkpoints are kept, and the progress shown."""
+
+    checkpoints: Literal["log", "final", "none"] = Field(
+        "log",
+        description="checkpoints kept: log = at 1, 2, 4, 8, ... eval intervals and the last "
+        "step; final = the last step; none",
+    )
+    keep_latest: bool = Field(
+        True, description="also keep the newest evaluation's checkpoint, for --resume"
+    )
+    progress: bool = Field(
+        True, description="show progress (a live bar in a terminal, else a line per evaluation)"
+    )
+
+
+class RunConfig(StrictModel):
+    """A run's whole config; ``task`` and ``model`` are validated as the class of their
+    ``kind``."""
+
+    name: str | None = Field(
+        None, description="run name, used for the run folder (null: the config file's name)"
+    )
+    task: SerializeAsAny[TaskConfig] = Field(
+        default_factory=TwoHopTaskConfig, description="the task: its data and probes"
+    )
+    model: SerializeAsAny[ModelConfig] = Field(
+        default_factory=GPTModelConfig, description="the model: its family and shape"
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig, description="optimization")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation")
+    log: LogConfig = Field(default_factory=LogConfig, description="checkpoints and progress")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_by_kind(cls, value: Any) -> Any:
+        return _by_kind(TaskConfig, TaskConfig.registry, "twohop", "task", value)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_by_kind(cls, value: Any) -> Any:
+        return _by_kind(ModelConfig, ModelConfig.registry, "gpt", "model", value)
