@@ -1,8 +1,12 @@
 # Each target does its own set-up: a .venv with the CPU build of torch on machines without a GPU.
 .PHONY: setup test test-fast lint study bench docs clean
 
-setup:
+# The set-up runs again only when pyproject.toml or the script changed (the stamp file).
+setup: .venv/.installed
+
+.venv/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
+	touch $@
 
 lint: setup
 	.venv/bin/ruff check src tests benchmarks
