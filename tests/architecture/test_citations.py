@@ -1,5 +1,5 @@
 """No file of the repository cites a file the repository does not contain: no design notes kept
-outside it, every relative Markdown link resolves, every ``docs/....md`` named in code exists."""
+outside it, every relative Markdown link resolves, every page under docs/ that the code names exists."""
 
 from __future__ import annotations
 
