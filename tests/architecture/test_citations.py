@@ -1,5 +1,6 @@
 """No file of the repository cites a file the repository does not contain: no design notes kept
-outside it, every relative Markdown link resolves, every page under docs/ that the code names exists."""
+outside it, every relative Markdown link resolves, every page under docs/ that code names exists.
+"""
 
 from __future__ import annotations
 
