@@ -24,6 +24,7 @@ from helpers import TINY_RUN, TINY_TASK, TINY_YAML, tiny_config, tiny_task
 from reasonlab import cli
 from reasonlab.cli import main
 from reasonlab.runs.folder import RunDir, load_checkpoint_file, write_json
+from reasonlab.runs.integrity import config_digest, with_digest
 from reasonlab.tasks.twohop.folder import write_folder
 from reasonlab.training.loop import train
 
@@ -370,13 +371,20 @@ def resume_from_a_checkpoint_of_another_config(ctx):
     config = json.loads((copy / "config.json").read_text())
     config["train"]["lr"] = 0.01
     (copy / "config.json").write_text(json.dumps(config))
+    summary = json.loads((copy / "summary.json").read_text())
+    summary["config_sha256"] = config_digest(config)  # as if the run had been made so
+    (copy / "summary.json").write_text(json.dumps(summary))
     return Case(["run", "--resume", copy], [ctx.last_checkpoint(copy), "another config"], [copy])
 
 
 def _rewrite_checkpoint(path: Path, change: Callable[[dict, dict], None]) -> None:
+    """Changes a checkpoint's contents and writes it with a checksum that matches them: a
+    checkpoint that is intact but wrong, not a damaged one."""
     tensors, metadata = load_checkpoint_file(path)
+    metadata.pop("payload_sha256", None)
     change(tensors, metadata)
-    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
+    strings = {k: json.dumps(v) for k, v in metadata.items()}
+    save_file(tensors, str(path), metadata=with_digest(tensors, strings))
 
 
 @case

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -82,7 +81,7 @@ def test_export_hf_gives_the_same_logits(run_dir: Path, tmp_path: Path) -> None:
     assert _max_logit_diff(run_dir, out) < 1e-4
     record = json.loads((out / "reasonlab_export.json").read_text())
     assert record["step"] == 5 and record["source_run"] == str(run_dir.resolve())
-    assert json.loads((out / "vocab.json").read_text()) == Vocabulary(30, 6).tokens
+    assert json.loads((out / "reasonlab_vocab.json").read_text()) == Vocabulary(30, 6).tokens
     hf_config = json.loads((out / "config.json").read_text())
     assert hf_config["tie_word_embeddings"] is False
     assert hf_config["activation_function"] == "gelu_new"
@@ -97,12 +96,9 @@ def test_export_tied_embeddings(tmp_path: Path) -> None:
     assert _max_logit_diff(run_dir, out) < 1e-4
 
 
-def test_rotary_run_is_refused(run_dir: Path, tmp_path: Path, capsys) -> None:
-    rotary = tmp_path / "rotary"
-    shutil.copytree(run_dir, rotary)
-    config = json.loads((rotary / "config.json").read_text())
-    config["model"]["positions"] = "rotary"
-    (rotary / "config.json").write_text(json.dumps(config))
+def test_rotary_run_is_refused(tmp_path: Path, capsys) -> None:
+    # a run trained so (not an edited config.json, which the run's checksum would refuse)
+    rotary = _train(tmp_path / "rotary", positions="rotary")
     assert exit_code("export", rotary, "--format", "hf", tmp_path / "out") == 2
     assert "model.positions" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -87,4 +87,4 @@ def test_export_mamba_gives_the_same_logits(
         assert hf.lm_head.weight.data_ptr() == hf.backbone.embeddings.weight.data_ptr()
     record = json.loads((out / "reasonlab_export.json").read_text())
     assert record["step"] == 4 and record["vocab_size"] == ours.cfg.vocab_size
-    assert len(json.loads((out / "vocab.json").read_text())) == ours.cfg.vocab_size
+    assert len(json.loads((out / "reasonlab_vocab.json").read_text())) == ours.cfg.vocab_size

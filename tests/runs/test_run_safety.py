@@ -31,6 +31,7 @@ from helpers import (
 from reasonlab.cli import main
 from reasonlab.config import ConfigError
 from reasonlab.runs.folder import RunDir, hold_lock
+from reasonlab.runs.integrity import config_digest
 from reasonlab.tasks import build_task, write_dataset
 from reasonlab.training.loop import train
 
@@ -51,7 +52,8 @@ def stopped_run(tmp_path) -> Path:
     config["train"]["steps"] = 12
     (out / "config.json").write_text(json.dumps(config))
     summary = json.loads((out / "summary.json").read_text())
-    (out / "summary.json").write_text(json.dumps({**summary, "status": "running", "steps": 12}))
+    summary.update(status="running", steps=12, config_sha256=config_digest(config))
+    (out / "summary.json").write_text(json.dumps(summary))
     return out
 
 
@@ -215,7 +217,8 @@ def test_resume_refuses_data_that_changed_and_can_be_told_to_go_on(tmp_path, cap
     config["train"]["steps"] = 12
     (out / "config.json").write_text(json.dumps(config))
     summary = json.loads((out / "summary.json").read_text())
-    (out / "summary.json").write_text(json.dumps({**summary, "status": "running"}))
+    summary.update(status="running", config_sha256=config_digest(config))
+    (out / "summary.json").write_text(json.dumps(summary))
     items = json.loads((folder / "train.json").read_text())
     (folder / "train.json").write_text(json.dumps(items[:-1]))
     before = snapshot(out)
@@ -255,7 +258,7 @@ def test_export_of_a_data_dir_run_writes_its_vocab(tmp_path, capsys):
     train(tiny_config(f"task.data_dir={folder}", "train.steps=2"), out)
     code, _, err = run_cli(["export", out, tmp_path / "hf"], capsys)
     assert code == 0, err
-    exported = json.loads((tmp_path / "hf" / "vocab.json").read_text())
+    exported = json.loads((tmp_path / "hf" / "reasonlab_vocab.json").read_text())
     assert exported == json.loads((folder / "vocab.json").read_text())
     assert exported == json.loads((out / "vocab.json").read_text())
 

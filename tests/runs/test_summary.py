@@ -106,6 +106,7 @@ def test_training_writes_its_summary_through_the_model(tmp_path):
         "step",
         "last_checkpoint",
         "wall_s",
+        "config_sha256",
     ]
     assert path.read_bytes() == written(tmp_path / "dict.json", returned)
     RunSummary.read(path).write(tmp_path / "again.json")

@@ -13,6 +13,7 @@ from rich.console import Console
 from helpers import read_metrics, tiny_config, without_elapsed
 from reasonlab.training.loop import train
 from reasonlab.training.progress import (
+    MIN_TIMED_S,
     TIMED_STEPS,
     Progress,
     StepClock,
@@ -167,9 +168,42 @@ def test_the_estimate_is_printed_once_after_the_timed_steps_and_asks_for_a_gpu_o
 def test_no_gpu_advice_on_a_gpu_or_for_a_short_job(device, step_s):
     fake, console = FakeClock(), plain_console()
     progress = make(console, fake, device=device)
-    drive(progress, fake, to_step=10, every=100, step_s=step_s, eval_s=1)
+    drive(progress, fake, to_step=100, every=100, step_s=step_s, eval_s=1)
     [line] = estimate_lines(console.file.getvalue())
     assert "GPU" not in line
+
+
+def test_fast_steps_are_timed_for_seconds_before_the_estimate():
+    """Five steps of 0.25 s are too few to estimate from (a loaded machine's first steps were
+    7x off): the estimate waits for MIN_TIMED_S seconds of steps and says it is one."""
+    fake, console = FakeClock(), plain_console()
+    progress = make(console, fake, total=2000, every=1000)
+    drive(progress, fake, to_step=12, every=1000, step_s=0.25, eval_s=4)
+    assert estimate_lines(console.file.getvalue()) == []  # 11 steps: 2.75 s timed
+    drive(progress, fake, to_step=100, every=1000, step_s=0.25, eval_s=4, from_step=12)
+    [line] = estimate_lines(console.file.getvalue())
+    assert f"over steps 2-{1 + int(MIN_TIMED_S / 0.25)}" in line
+    # at step 13: 4 s of evaluation and 3.25 s of steps; 1987 steps and 2 evaluations left
+    assert line.startswith(f"estimate: ~{duration(7.25 + 1987 * 0.25 + 2 * 4)} for 2000 steps")
+    assert "from what was measured so far" in line and "load changes it" in line
+
+
+def test_evaluations_not_yet_timed_are_said_and_not_counted():
+    fake, console = FakeClock(), plain_console()
+    progress = Progress(
+        True,
+        100,
+        40,
+        HEADLINE,
+        run="runs/x",
+        eval_every=50,
+        device="cpu",
+        console=console,
+        clock=fake,
+    )
+    drive(progress, fake, to_step=48, every=50, step_s=1, eval_s=0, from_step=40)
+    [line] = estimate_lines(console.file.getvalue())
+    assert "2 evaluations not yet timed, not counted" in line
 
 
 def test_a_resumed_job_estimates_the_steps_it_has_left():
@@ -266,6 +300,7 @@ def test_progress_changes_no_training_result(tmp_path, capsys, monkeypatch):
     metrics. Under pytest stdout is no terminal, so progress prints plain lines."""
     for variable in ("FORCE_COLOR", "TTY_COMPATIBLE"):
         monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr("reasonlab.training.progress.MIN_TIMED_S", 0.0)  # a tiny run's steps
     quiet, shown = tmp_path / "quiet", tmp_path / "shown"
     train(tiny_config("model.dropout=0.1"), quiet)
     capsys.readouterr()

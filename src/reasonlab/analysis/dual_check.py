@@ -174,7 +174,7 @@ def run_dual(
     ``seeds`` omegas per query and m; written to RUN_DIR/analysis/dual.json and .png.
     ``softmax_vs_layer`` is the largest gap between softmax_attention on the head's (q, K, V)
     and the head's own output (hook_z): rounding when the inputs are read right."""
-    from reasonlab.analysis.runs import select_steps
+    from reasonlab.analysis.run_folder import select_steps
     from reasonlab.runs.folder import RunDir
 
     ms = [int(m) for m in ms]

@@ -95,9 +95,11 @@ def baseline_errors(
 
 
 def error_curves(
-    model: nn.Module, probe: RegressionProbe, batch_size: int = 1000
+    model: nn.Module, probe: RegressionProbe, batch_size: int = 1000, autocast: bool = False
 ) -> dict[str, list[float]]:
-    """{"model": ..., baseline: ...}: normalized error after k = 0 .. n - 1 examples."""
+    """{"model": ..., baseline: ...}: normalized error after k = 0 .. n - 1 examples; the model
+    under bf16 autocast when ``autocast`` (as a bf16 run scored itself), the baselines in fp32."""
     model.eval()
-    curves = {"model": [float(e) for e in regression_errors(model, probe, batch_size)]}
+    errors = regression_errors(model, probe, batch_size, autocast=autocast)
+    curves = {"model": [float(e) for e in errors]}
     return curves | baseline_errors(probe)

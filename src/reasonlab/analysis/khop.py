@@ -87,11 +87,13 @@ def chained_scores(
 def run_khop(run_dir: str | Path, checkpoint: str = "last") -> dict[str, Any]:
     """Chained and direct accuracy on every k-hop probe of a two-hop run (its last checkpoint or
     a step), on the same chains as the direct probe."""
-    from reasonlab.analysis.runs import select_steps
+    from reasonlab.analysis.run_folder import select_steps
     from reasonlab.config import ConfigError
     from reasonlab.runs.folder import RunDir
     from reasonlab.tasks.twohop.generator import build_splits, probe_chains
     from reasonlab.training.evaluation import evaluate
+    from reasonlab.training.loaded_run import run_precision
+    from reasonlab.training.precision import autocast_context
 
     run = RunDir(run_dir)
     config = run.load_config()
@@ -105,12 +107,13 @@ def run_khop(run_dir: str | Path, checkpoint: str = "last") -> dict[str, Any]:
     with run.lock():
         step = select_steps(run, checkpoint)[0]
         model = run.load_model(step, config)
-        direct = evaluate(
-            model, {n: chains_to_probe(c, config.task.cot, vocab) for n, c in chains.items()}
-        )
+        bf16 = run_precision(run, config) == "bf16"  # scored as the run scored its probes
+        probes = {n: chains_to_probe(c, config.task.cot, vocab) for n, c in chains.items()}
+        direct = evaluate(model, probes, autocast=bf16)
         result: dict[str, Any] = {"run": str(run.path), "step": step, "cot": config.task.cot}
-        result["probes"] = {
-            name: {"direct": direct[name], **chained_scores(model, c, config.task.cot, vocab)}
-            for name, c in chains.items()
-        }
+        with autocast_context(torch.device("cpu"), bf16):
+            result["probes"] = {
+                name: {"direct": direct[name], **chained_scores(model, c, config.task.cot, vocab)}
+                for name, c in chains.items()
+            }
     return result

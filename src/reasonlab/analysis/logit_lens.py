@@ -1,7 +1,8 @@
 """Logit lens: read the residual stream of every layer through the final norm and the unembedding.
 
-For queries (N, L) and one target token per query, ``logit_lens`` gives the target's rank
-(0 = top-1), reciprocal rank 1/(rank+1) and probability at every layer x position. Works on any
+For queries (N, L) and one target token per query (or one per query and position, e.g. the next
+token of a teacher-fed sequence), ``logit_lens`` gives the target's rank (0 = top-1), reciprocal
+rank 1/(rank+1) and probability at every layer x position. Works on any
 model family through its interface (``models/base.py``): ``residual_names()`` and ``read_out``
 (the final norm, then the unembedding).
 """
@@ -57,7 +58,8 @@ def read_residual(model: LanguageModel, residual: Tensor) -> Tensor:
 def logit_lens(
     model: LanguageModel, tokens: Tensor, target: Tensor, batch_size: int = 512
 ) -> LensResult:
-    """tokens (N, L) int64, target (N,) int64 token ids -> LensResult over all layers/positions."""
+    """tokens (N, L) int64, target (N,) int64 token ids (one per query, read at every position)
+    or (N, L) (one per query and position) -> LensResult over all layers/positions."""
     was_training = model.training
     model.eval()
     names = model.residual_names()
@@ -70,7 +72,7 @@ def logit_lens(
             batch_ranks, batch_probs = [], []
             for name in names:
                 logits = read_residual(model, cache[name])  # (n, L, V)
-                expanded = goal[:, None].expand(logits.shape[:2])
+                expanded = goal if goal.dim() == 2 else goal[:, None].expand(logits.shape[:2])
                 batch_ranks.append(ranks_of(logits, expanded))
                 batch_probs.append(logits.softmax(-1).gather(-1, expanded[..., None])[..., 0])
             ranks.append(torch.stack(batch_ranks))

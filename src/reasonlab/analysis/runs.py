@@ -1,6 +1,12 @@
 """Analysis of a trained run folder: load a checkpoint, run the logit lens or causal tracing on a
 probe's queries, write JSON and a heatmap PNG under ``RUN_DIR/analysis/``. Never trains.
 
+``open_run`` sends a generated two-hop run to ``TwoHopRun`` (this module: chains of its graph,
+bridge and tail targets, counterfactuals that change one part of a chain) and the run of any
+other token task (COPY, DP, a two-hop dataset folder) to ``analysis/token_runs.py`` (a probe's
+rows, the tokens they should write, another row as the counterfactual); a run of in-context
+regression is refused with one line, as it has no tokens.
+
 Output files are named for what was analysed and the checkpoint step, so that analyses of
 different checkpoints all remain:
 
@@ -18,13 +24,18 @@ compared with the one the run recorded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from reasonlab.analysis.logit_lens import first_top1_layer, logit_lens
-from reasonlab.analysis.patching import hook_kinds, patch_grid
+from reasonlab.analysis.run_folder import (
+    AnalysedRun,
+    check_hook,
+    layer_labels,
+    select_steps,
+    trace_steps,
+)
 from reasonlab.analysis.twohop_queries import (
     can_change,
     canonical,
@@ -36,8 +47,6 @@ from reasonlab.analysis.twohop_queries import (
 )
 from reasonlab.config import ConfigError, TwoHopTaskConfig
 from reasonlab.core.files import write_json
-from reasonlab.models.base import LanguageModel
-from reasonlab.models.build import build_model
 from reasonlab.reporting.plots import heatmap, lines, trace_over_training
 from reasonlab.runs.folder import RunDir, check_data_fingerprint
 from reasonlab.tasks import build_task
@@ -45,22 +54,11 @@ from reasonlab.tasks.twohop.encoding import Vocabulary
 from reasonlab.tasks.twohop.generator import build_splits, probe_chains
 from reasonlab.tasks.twohop.graph import Chains
 
-
-def select_steps(run: RunDir, checkpoint: str) -> list[int]:
-    """'last', 'all' or a step number -> checkpoint steps that exist."""
-    steps = run.checkpoint_steps()
-    if not steps:
-        raise ConfigError(f"{run.checkpoint_dir}: no checkpoint to analyze")
-    if checkpoint == "last":
-        return steps[-1:]
-    if checkpoint == "all":
-        return steps
-    if not checkpoint.isdigit() or int(checkpoint) not in steps:
-        raise ConfigError(f"--checkpoint: {checkpoint!r} is not one of last, all, {steps}")
-    return [int(checkpoint)]
+if TYPE_CHECKING:
+    from reasonlab.analysis.token_runs import TokenRun
 
 
-class TwoHopRun:
+class TwoHopRun(AnalysedRun):
     """A two-hop run folder with its graph, its probes' chains and its vocabulary. Building one
     rebuilds the task once and refuses data that differs from what the run was trained on
     (unless ``allow_data_change``; ``data_note`` then says so); reuse it for several analyses."""
@@ -81,6 +79,7 @@ class TwoHopRun:
         self.splits = build_splits(task)
         self.chains = probe_chains(self.splits, task)
         self.vocab = Vocabulary(task.num_entities, task.num_relations)
+        self.vocab_size = len(self.vocab.tokens)
         self.seq_len = data.max_seq_len
 
     def probes(self) -> list[str]:
@@ -99,25 +98,22 @@ class TwoHopRun:
             )
         return chains
 
-    def model(self, step: int) -> LanguageModel:
-        return self.run.load_model(step, self.config)
 
-    def hook_kinds(self) -> list[str]:
-        """What tracing can patch in this run's model family: the residual stream and each
-        per-layer component (built on the meta device: no weights are read)."""
-        with torch.device("meta"):
-            model = build_model(self.config.model, len(self.vocab.tokens), self.seq_len)
-        return hook_kinds(model)
+def open_run(
+    run_dir: str | Path | AnalysedRun, allow_data_change: bool = False
+) -> TwoHopRun | TokenRun:
+    """The run as the logit lens and tracing take it: a generated two-hop run with its graph
+    (``TwoHopRun``), any other token task's run with its probes (``TokenRun``); a run of a
+    vector task is refused with one line."""
+    from reasonlab.analysis.token_runs import TokenRun
 
-    @property
-    def out_dir(self) -> Path:
-        path = self.run.path / "analysis"
-        path.mkdir(exist_ok=True)
-        return path
-
-
-def _open(run: str | Path | TwoHopRun, allow_data_change: bool) -> TwoHopRun:
-    return run if isinstance(run, TwoHopRun) else TwoHopRun(run, allow_data_change)
+    if isinstance(run_dir, TwoHopRun | TokenRun):
+        return run_dir
+    run = RunDir(run_dir)
+    task = run.load_config().task
+    if isinstance(task, TwoHopTaskConfig) and task.data_dir is None:
+        return TwoHopRun(run_dir, allow_data_change)
+    return TokenRun(run_dir, allow_data_change)
 
 
 def _known_name(option: str, value: str, known: list[str], hops: int, probe: str) -> str:
@@ -138,18 +134,26 @@ def _target(target: str, chains: Chains, probe: str) -> str:
 
 
 def run_logit_lens(
-    run_dir: str | Path | TwoHopRun,
-    probe: str = "test_inferred_ood",
-    target: str = "bridge",
+    run_dir: str | Path | AnalysedRun,
+    probe: str | None = None,
+    target: str | None = None,
     checkpoint: str = "last",
     n_queries: int = 300,
     *,
     allow_data_change: bool = False,
 ) -> dict[str, Any]:
-    """Logit lens of ``target`` (a bridge or the tail) on a probe's queries, at every layer and
-    position; writes one JSON + heatmap per checkpoint and, for ``all``, the over-training pair.
-    Returns the JSON content of every checkpoint plus ``files``, the paths written."""
-    subject = _open(run_dir, allow_data_change)
+    """Logit lens of ``target`` on a probe's queries, at every layer and position; writes one
+    JSON + heatmap per checkpoint and, for ``all``, the over-training pair. Returns the JSON
+    content of every checkpoint plus ``files``, the paths written. On a generated two-hop run
+    the target is a bridge or the tail (default: ``test_inferred_ood``, ``bridge``); on any
+    other token task see ``analysis/token_runs.py``."""
+    subject = open_run(run_dir, allow_data_change)
+    if not isinstance(subject, TwoHopRun):
+        from reasonlab.analysis.token_runs import token_logit_lens
+
+        return token_logit_lens(subject, probe, target, checkpoint, n_queries)
+    probe = probe or "test_inferred_ood"
+    target = target or "bridge"
     with subject.run.lock():
         chains = subject.queries(probe, n_queries)
         target = _target(target, chains, probe)
@@ -171,7 +175,7 @@ def run_logit_lens(
                     "first_top1_layer": first_top1_layer(top1_at_read),
                 }
             )
-        layers = _layer_labels(len(results[0]["mrr"]), "resid")
+        layers = layer_labels(len(results[0]["mrr"]), "resid")
         output = {
             "run": str(subject.run.path),
             "analysis": "logit_lens",
@@ -218,10 +222,10 @@ def run_logit_lens(
 
 
 def run_trace(
-    run_dir: str | Path | TwoHopRun,
-    probe: str = "test_inferred_ood",
-    change: str = "bridge",
-    target: str = "tail",
+    run_dir: str | Path | AnalysedRun,
+    probe: str | None = None,
+    change: str | None = None,
+    target: str | None = None,
     hook: str = "resid",
     checkpoint: str = "last",
     n_queries: int = 300,
@@ -231,12 +235,19 @@ def run_trace(
 ) -> dict[str, Any]:
     """Causal tracing: patch ``hook`` at each layer x position from counterfactual queries that
     change one part (``change``) and read whether the clean ``target`` survives; files as in
-    ``run_logit_lens``. Works on two-hop and k-hop probes."""
-    subject = _open(run_dir, allow_data_change)
-    kinds = subject.hook_kinds()
-    if hook not in kinds:
-        known = ", ".join(kinds)
-        raise ConfigError(f"--hook: {hook!r} is not one of {known} ({subject.config.model.kind})")
+    ``run_logit_lens``. On a generated two-hop run (two-hop and k-hop probes; default
+    ``test_inferred_ood``, change ``bridge``, target ``tail``) a counterfactual changes one part
+    of the chain; on any other token task it is another row of the probe
+    (``analysis/token_runs.py``)."""
+    subject = open_run(run_dir, allow_data_change)
+    check_hook(subject, hook)
+    if not isinstance(subject, TwoHopRun):
+        from reasonlab.analysis.token_runs import token_trace
+
+        return token_trace(subject, probe, change, target, hook, checkpoint, n_queries, seed)
+    probe = probe or "test_inferred_ood"
+    change = change or "bridge"
+    target = target or "tail"
     cot = subject.task.cot
     with subject.run.lock():
         chains = subject.queries(probe, n_queries)
@@ -258,29 +269,15 @@ def run_trace(
             counterfactual, cot, subject.vocab, target
         )
         labels = position_labels(cot, read, chains.hops)
-        results = []
-        for step in steps:
-            grid = patch_grid(
-                subject.model(step),
-                clean_tokens,
-                corrupt_tokens,
-                clean_target,
-                corrupt_target,
-                read,
-                hook=hook,
-            )
-            results.append(
-                {
-                    "step": step,
-                    "clean_top1": grid.clean_top1,
-                    "corrupt_top1": grid.corrupt_top1,
-                    "top1": _rows(grid.top1),
-                    "rank": _rows(grid.rank),
-                    "prob": _rows(grid.prob),
-                    "logit_diff": _rows(grid.logit_diff),
-                }
-            )
-        layers = _layer_labels(len(results[0]["top1"]), hook)
+        results = trace_steps(
+            subject,
+            steps,
+            (clean_tokens, corrupt_tokens),
+            (clean_target, corrupt_target),
+            read,
+            hook,
+        )
+        layers = layer_labels(len(results[0]["top1"]), hook)
         output = {
             "run": str(subject.run.path),
             "analysis": "causal_trace",
@@ -346,14 +343,3 @@ def _change(change: str, target: str, chains: Chains, probe: str, cot: str) -> s
             "comes after it in the chain); change an earlier part or choose a later --target"
         )
     return name
-
-
-def _layer_labels(rows: int, hook: str) -> list[str]:
-    """Row labels: 'embed', 'L1', ... for the residual stream; 'L1', ... per block otherwise."""
-    if hook == "resid":
-        return ["embed", *(f"L{i}" for i in range(1, rows))]
-    return [f"L{i}" for i in range(1, rows + 1)]
-
-
-def _rows(grid: torch.Tensor) -> list[list[float | None]]:
-    return [[None if np.isnan(v) else round(float(v), 5) for v in row] for row in grid.tolist()]

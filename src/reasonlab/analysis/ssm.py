@@ -131,7 +131,7 @@ def run_decay(
     one ``len{n}`` probe, or None for all of them (``decay-all-stepN``; in plain COPY every
     copied token of a length-n string sits at distance n, so the lengths give the curve);
     ``rows``: each probe's first rows taken."""
-    from reasonlab.analysis.runs import select_steps
+    from reasonlab.analysis.run_folder import select_steps
     from reasonlab.reporting.plots import decay_panels
     from reasonlab.tasks import build_task
     from reasonlab.tasks.copy import copy_positions, source_positions

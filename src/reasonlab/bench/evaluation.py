@@ -4,7 +4,8 @@
 decoding state, the teacher-forced tail rerun only where greedy decoding left the true prefix).
 
 The run's task is rebuilt to get its probes, the model is loaded from a checkpoint (the newest by
-default) and both paths score every probe with the run's ``eval.batch_size``, as training does.
+default) and both paths score every probe with the run's ``eval.batch_size`` and in the run's own
+precision (``training.loaded_run.run_precision``), as training did.
 Time: median (and min) wall time over ``repeats`` runs after one untimed run of each, the two
 paths interleaved probe by probe in one process, so that a change in the machine's load hits
 them alike; queries per second = the probes' rows / the median. The metrics of both paths must be
@@ -26,7 +27,7 @@ import torch
 from reasonlab.runs.folder import RunDir, check_data_fingerprint
 from reasonlab.tasks import build_task
 from reasonlab.training.evaluation import evaluate
-from reasonlab.training.precision import uses_bf16
+from reasonlab.training.loaded_run import run_precision
 
 PATHS = ("recompute", "incremental")
 
@@ -57,8 +58,8 @@ def eval_benchmark(
     torch_device = torch.device(device)
     model = run.load_model(step, config).to(torch_device)
     batch_size = batch_size or config.eval.batch_size
-    # as in training (reasonlab.training.precision)
-    autocast = uses_bf16(config.train, torch_device)
+    # the precision the run trained and was scored in (summary.json), not this machine's choice
+    autocast = run_precision(run, config) == "bf16"
 
     def score(path: str, name: str) -> tuple[float, float, dict[str, float]]:
         started, cpu_started = time.perf_counter(), time.process_time()

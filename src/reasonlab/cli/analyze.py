@@ -1,6 +1,8 @@
 """``reasonlab analyze``: open a trained run up (logit lens, causal tracing, the decay probe,
 chained k-hop queries, the dual-model check); each command writes JSON (+ PNG) under
-RUN_DIR/analysis and prints what it found."""
+RUN_DIR/analysis and prints what it found. The logit lens and tracing take the run of any token
+task (two-hop, k-hop, COPY, DP; ``analysis/runs.py`` and ``analysis/token_runs.py``); a run of
+in-context regression is refused with one line (no tokens to read)."""
 
 from __future__ import annotations
 
@@ -21,22 +23,31 @@ from reasonlab.config import ConfigError
 
 app = typer.Typer(help="Open a trained run up: logit lens, causal tracing, the decay probe.")
 
+TOKEN_RUN = "A run of a token task (two-hop, COPY, DP; not in-context regression)."
+LENS_PROBE = (
+    "Probe whose queries are analysed [test_inferred_ood if the task has it, else its first]."
+)
+
 
 @app.command("logit-lens")
 def logit_lens(
-    run_dir: Path = run_dir_argument("A two-hop run folder."),
-    probe: str = probe_option(),
-    target: str = typer.Option(
-        "bridge",
+    run_dir: Path = run_dir_argument(TOKEN_RUN),
+    probe: str | None = probe_option(None, LENS_PROBE),
+    target: str | None = typer.Option(
+        None,
         "--target",
-        help="bridge or tail; on k-hop probes bridge1, bridge2, ... or tail (bridge = bridge1).",
+        help="Two-hop: bridge (default) or tail; on k-hop probes bridge1, bridge2, ... or tail "
+        "(bridge = bridge1). Other token tasks: scored (default: at every scored position the "
+        "token the model should write there), first (the first scored token) or a stage of the "
+        "probe (COPY first, last; DP answer).",
     ),
     checkpoint: str = checkpoint_option(),
     queries: int = queries_option(),
     allow_data_change: bool = allow_data_change_option(),
 ) -> None:
-    """Rank / MRR of a bridge or the tail at every layer x position: JSON + PNG per checkpoint
-    in RUN_DIR/analysis (named ...-stepN), and an over-training pair for --checkpoint all."""
+    """Rank / MRR of a target token (a bridge or the tail; on other token tasks the token due at
+    each scored position) at every layer x position: JSON + PNG per checkpoint in
+    RUN_DIR/analysis (named ...-stepN), and an over-training pair for --checkpoint all."""
     from reasonlab.analysis.runs import run_logit_lens
 
     result = run_logit_lens(
@@ -46,9 +57,12 @@ def logit_lens(
     for entry in result["checkpoints"]:
         layer = entry["first_top1_layer"]
         where = "never" if layer is None else result["layers"][layer]
+        if "read_position" in result:
+            what = f"{target} top-1 at position {result['positions'][result['read_position']]}"
+        else:
+            what = "half or more of the scored tokens top-1"
         typer.echo(
-            f"step {entry['step']}: {target} top-1 at position "
-            f"{result['positions'][result['read_position']]} from layer {where}; "
+            f"step {entry['step']}: {what} from layer {where}; "
             f"top-1 share by layer {[round(v, 2) for v in entry['top1_at_read']]}"
         )
     typer.echo(f"wrote {Path(run_dir) / 'analysis'}")
@@ -152,16 +166,21 @@ def dual(
 
 @app.command("trace")
 def trace(
-    run_dir: Path = run_dir_argument("A two-hop run folder."),
-    probe: str = probe_option(),
-    change: str = typer.Option(
-        "bridge",
+    run_dir: Path = run_dir_argument(TOKEN_RUN),
+    probe: str | None = probe_option(None, LENS_PROBE),
+    change: str | None = typer.Option(
+        None,
         "--change",
-        help="head, r1, r2 or bridge (only the written bridge); on k-hop probes also r3, ... "
-        "and bridge1, bridge2, ...",
+        help="Two-hop: head, r1, r2 or bridge (default; only the written bridge); on k-hop "
+        "probes also r3, ... and bridge1, bridge2, ... Other token tasks: row (another row of "
+        "the probe, same length, with a different target token).",
     ),
-    target: str = typer.Option(
-        "tail", "--target", help="bridge or tail; on k-hop probes bridge1, bridge2, ... or tail."
+    target: str | None = typer.Option(
+        None,
+        "--target",
+        help="Two-hop: bridge or tail (default); on k-hop probes bridge1, bridge2, ... or tail. "
+        "Other token tasks: first (default: the first scored token) or a stage of the probe "
+        "(COPY first, last; DP answer).",
     ),
     hook: str = typer.Option(
         "resid", "--hook", help="resid, or a component: attn_out, mlp_out (gpt); mixer_out (mamba)."
@@ -170,9 +189,9 @@ def trace(
     queries: int = queries_option(),
     allow_data_change: bool = allow_data_change_option(),
 ) -> None:
-    """Causal tracing: patch one layer x position from a counterfactual. JSON + PNG per
-    checkpoint in RUN_DIR/analysis (named ...-stepN), and an over-training pair for
-    --checkpoint all."""
+    """Causal tracing: patch one layer x position from a counterfactual (two-hop: a chain with
+    one part changed; other token tasks: another row of the probe). JSON + PNG per checkpoint in
+    RUN_DIR/analysis (named ...-stepN), and an over-training pair for --checkpoint all."""
     from reasonlab.analysis.runs import run_trace
 
     result = run_trace(

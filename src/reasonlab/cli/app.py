@@ -24,6 +24,8 @@ from reasonlab.cli.runs import runs
 from reasonlab.cli.study import study
 from reasonlab.cli.sweep import sweep
 from reasonlab.config import ConfigError
+from reasonlab.config.limits import cut
+from reasonlab.core.errors import RunFailed
 
 app = typer.Typer(
     add_completion=False,
@@ -102,6 +104,12 @@ def _shows_help_when_bare(group: object) -> bool:
     return hasattr(group, "commands") and getattr(group, "default_command", None) is None
 
 
+def os_error_line(error: OSError) -> str:
+    """One line for a file-system error: the path and the cause."""
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{error.strerror or error} (errno {error.errno})"
+
+
 def main(argv: list[str] | None = None) -> None:
     """``reasonlab ARGS``: runs the command and exits with its code (0, 1, 2 or 130)."""
     from reasonlab.training.progress import forget_run
@@ -115,7 +123,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = command.main(args=args, standalone_mode=False, prog_name="reasonlab")
     except ConfigError as error:
+        print(f"error: {cut(str(error), 1000)}", file=sys.stderr)
+        sys.exit(2)
+    except RunFailed as error:  # the run stopped itself (a NaN loss): recorded in its summary
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as error:  # the file system refused (full, read-only, no permission)
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print(_interrupted_line(args), file=sys.stderr)

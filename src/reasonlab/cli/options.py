@@ -7,7 +7,10 @@ from typing import Any
 
 import typer
 
-SET_HELP = "Override a config key, e.g. --set train.lr=3e-4 (repeatable)."
+SET_HELP = (
+    "Override a config key, e.g. --set train.lr=3e-4 (repeatable). A mapping merges into its "
+    "section: --set 'train={steps: 5}' sets train.steps and keeps the other keys of train."
+)
 PROBE_HELP = "Which probe's queries: a two-hop or k-hop probe (e.g. test_inferred_3hop_ood)."
 CHECKPOINT_HELP = "STEP, last or all (all also plots over training)."
 ALLOW_DATA_CHANGE_HELP = (

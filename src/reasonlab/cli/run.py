@@ -24,6 +24,12 @@ def run(
         help="Continue the run in this folder; with --set train.steps=N continue a finished "
         "run to N steps.",
     ),
+    from_step: int | None = typer.Option(
+        None,
+        "--from-step",
+        help="With --resume: continue from the checkpoint of this step when every newer one is "
+        "damaged (they are kept aside as *.damaged).",
+    ),
     allow_data_change: bool = typer.Option(
         False,
         "--allow-data-change",
@@ -33,7 +39,8 @@ def run(
 ) -> None:
     """Train one run."""
     from reasonlab.runs.folder import RunDir, folder_name
-    from reasonlab.training.loop import extend_config, train
+    from reasonlab.training.loop import train
+    from reasonlab.training.resume import extend_config
 
     interrupt_on_sigterm()
     if resume is not None:
@@ -44,7 +51,7 @@ def run(
         if set_:
             cfg = extend_config(cfg, set_)
         previous = run_dir.summary() or {}
-        if previous.get("status") == "completed" and not set_:
+        if previous.get("status") == "completed" and not set_ and from_step is None:
             typer.echo(
                 f"{resume}: already completed at step {cfg.train.steps}; continue it with "
                 f"reasonlab run --resume {resume} --set train.steps=N"
@@ -55,13 +62,15 @@ def run(
             resume,
             resume=True,
             allow_data_change=allow_data_change,
+            from_step=from_step,
             on_resume=lambda step: typer.echo(f"{resume}: resuming at step {step}", err=True),
         )
     else:
         if config is None:
             raise ConfigError("CONFIG: a config file is required (or --resume RUN_DIR)")
-        if allow_data_change:
-            raise ConfigError("--allow-data-change: only with --resume")
+        if allow_data_change or from_step is not None:
+            flag = "--allow-data-change" if allow_data_change else "--from-step"
+            raise ConfigError(f"{flag}: only with --resume")
         cfg = load_config(config, set_)
         if out is None:
             stem = folder_name(cfg.name or config.stem)

@@ -16,14 +16,15 @@ def runs(
         None,
         "--where",
         help='DuckDB SQL filter over the runs, e.g. "model.n_layers = 4 AND '
-        'final.test_inferred_ood >= 0.9" (sections are structs; quote keys holding a dot: '
-        'final."test.k10").',
+        'final.test_inferred_ood >= 0.9" (sections are structs; a metric holding a dot is '
+        "written as it is: final.test.k10).",
     ),
     columns: str | None = typer.Option(
         None,
         "--columns",
         help="Comma-separated columns or patterns (final.*, model.*); default: run, status, "
-        "step, the config keys that differ between runs, every final metric.",
+        "step, and the config keys and final metrics that differ among the runs listed (one "
+        "table per task kind).",
     ),
     fmt: str = format_option("table", "table, csv, json or parquet."),
     output: Path | None = typer.Option(
@@ -35,6 +36,7 @@ def runs(
     from reasonlab.runs.table import (
         FORMATS,
         format_rows,
+        format_table,
         query_runs,
         select_columns,
         write_parquet,
@@ -52,7 +54,12 @@ def runs(
         write_parquet(rows, names, output)
         typer.echo(f"wrote {output}: {len(rows)} runs")
         return
-    text = format_rows(rows, names, fmt) if rows else ("[]" if fmt == "json" else "")
+    if not rows:
+        text = "[]" if fmt == "json" else ""
+    elif fmt == "table":
+        text = format_table(rows, wanted)
+    else:
+        text = format_rows(rows, names, fmt)
     if output is not None:
         output.write_text(text + "\n")
         typer.echo(f"wrote {output}: {len(rows)} runs")

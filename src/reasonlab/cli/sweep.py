@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from reasonlab.cli.options import jobs_option, out_option
+from reasonlab.config.limits import MAX_TRIALS
 from reasonlab.core.files import interrupt_on_sigterm
 
 
@@ -24,13 +25,22 @@ def sweep(
     gpus_per_trial: float = typer.Option(
         0.0, "--gpus-per-trial", help="ray: GPUs per trial (a fraction shares one)."
     ),
+    max_trials: int = typer.Option(
+        MAX_TRIALS,
+        "--max-trials",
+        min=1,
+        help=f"Refuse a spec of more trials than this (counted before any is built; default "
+        f"{MAX_TRIALS:,}).",
+    ),
 ) -> None:
     """Expand a sweep spec into runs and train them (again: finished trials are skipped, stopped
     ones resumed; a failing trial is recorded and the rest go on). Exit 1 if any trial failed."""
     from reasonlab.experiments.sweep import run_sweep
 
     interrupt_on_sigterm()
-    result = run_sweep(spec, out, executor, jobs, address, cpus_per_trial, gpus_per_trial)
+    result = run_sweep(
+        spec, out, executor, jobs, address, cpus_per_trial, gpus_per_trial, max_trials
+    )
     trials = result["trials"]
     failed = {n: t for n, t in trials.items() if t.get("status") != "completed"}
     typer.echo(f"{out}: {len(trials) - len(failed)} of {len(trials)} trials completed")

@@ -6,8 +6,10 @@ one-line message that names the offending field (the CLI turns it into exit code
 
 The modules: ``schema`` (RunConfig and its train, eval and log sections; ``base``,
 ``task_configs`` and ``model_configs`` hold the sections keyed by ``kind``), ``overrides``
-(``--set key.sub=value``), ``errors`` (a validation error in one line), ``loading`` (YAML file
-to RunConfig) and ``reference`` (every key with its default and meaning, for the docs).
+(``--set key.sub=value``; a mapping merges into a section), ``errors`` (a validation error in one
+line), ``loading`` (YAML file to RunConfig), ``strict_yaml`` (YAML without duplicated keys or
+alias bombs), ``limits`` (the bounds of counts and names, and values cut in messages) and
+``reference`` (every key with its default and meaning, for the docs).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import Any, get_args
 from pydantic import BaseModel, ValidationError
 
 from reasonlab.config.base import ModelConfig, TaskConfig
+from reasonlab.config.limits import cut
 from reasonlab.config.schema import RunConfig
 
 
@@ -53,7 +54,7 @@ def _unknown_key(root: type[BaseModel], section: list[str], key: str) -> str:
     another section, else the section's keys."""
     models = models_at(root, section)
     keys = list(dict.fromkeys(name for model in models for name in model.model_fields))
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(key[:100], keys, n=1, cutoff=0.6)
     if close:
         return f"unknown key (did you mean {close[0]}?)"
     elsewhere = [path for path in key_paths() if path.rsplit(".", 1)[-1] == key]
@@ -83,11 +84,12 @@ def format_validation_error(
     error: ValidationError, prefix: str = "", root: type[BaseModel] | None = None
 ) -> str:
     """One line naming the field: pydantic's first error, in reasonlab's words. ``root`` is the
-    class validated (default RunConfig) and ``prefix`` its path in the config."""
+    class validated (default RunConfig) and ``prefix`` its path in the config. A user's text
+    in it (an unknown key, a value quoted) is cut to a couple of hundred characters."""
     root = root or RunConfig
     first = error.errors()[0]
     loc = [str(part) for part in first["loc"]]
-    location = ".".join(filter(None, [prefix, *loc]))
+    location = ".".join(filter(None, [prefix, *(cut(part, 80) for part in loc)]))
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = _unknown_key(root, loc[:-1], loc[-1])
@@ -102,4 +104,4 @@ def format_validation_error(
         message = re.sub(r" or instance of \w+", "", message)  # no internal class names
     extra = len(error.errors()) - 1
     more = f" (and {extra} more error{'s' if extra > 1 else ''})" if extra else ""
-    return f"{location or 'config'}: {message}{more}"
+    return f"{location or 'config'}: {cut(message, 400)}{more}"

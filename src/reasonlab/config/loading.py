@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from reasonlab.config.base import KIND_SECTIONS
 from reasonlab.config.errors import format_validation_error, models_at, section_not_a_mapping
+from reasonlab.config.limits import shown
 from reasonlab.config.overrides import apply_overrides
 from reasonlab.config.schema import RunConfig
+from reasonlab.config.strict_yaml import parse_yaml
 from reasonlab.core.errors import ConfigError
 
 
@@ -28,7 +29,7 @@ def kind_section_from_dict(section: str, data: Any) -> Any:
     cls = base.registry.get(kind) if isinstance(kind, str) else None  # type: ignore[attr-defined]
     if cls is None:
         known = ", ".join(sorted(base.registry))  # type: ignore[attr-defined]
-        raise ConfigError(f"{section}.kind: unknown {section} kind {kind!r} (known: {known})")
+        raise ConfigError(f"{section}.kind: unknown {section} kind {shown(kind)} (known: {known})")
     for key in data:
         owners = [k for k, c in base.registry.items() if key in c.model_fields]  # type: ignore[attr-defined]
         if key not in cls.model_fields and owners:
@@ -55,7 +56,8 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A config file's mapping of sections; an empty file is an empty mapping."""
+    """A config file's mapping of sections; an empty file is an empty mapping. A key given
+    twice, an alias bomb or malformed YAML is a ConfigError naming the file."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -65,12 +67,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
     except (PermissionError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read ({type(error).__name__})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: malformed YAML{where}") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from reasonlab.config.base import ModelConfig
+from reasonlab.config.limits import MAX_MLP, MAX_WIDTH, shown
 
 AttentionKind = Literal["softmax", "linear", "regularized", "augmented", "negative"]
 
@@ -16,8 +17,12 @@ class GPTModelConfig(ModelConfig):
     """A GPT-2-style decoder (pre-LN, learned or rotary positions)."""
 
     kind: Literal["gpt"] = Field("gpt", description="model family: gpt or mamba")
-    n_heads: int = Field(4, ge=1, description="attention heads per block (divides d_model)")
-    d_mlp: int | None = Field(None, ge=1, description="MLP hidden width (null: 4 * d_model)")
+    n_heads: int = Field(
+        4, ge=1, le=MAX_WIDTH, description="attention heads per block (divides d_model)"
+    )
+    d_mlp: int | None = Field(
+        None, ge=1, le=MAX_MLP, description="MLP hidden width (null: 4 * d_model)"
+    )
     positions: Literal["learned", "rotary"] = Field(
         "learned", description="position encoding: a learned table or rotary (RoPE)"
     )
@@ -71,17 +76,21 @@ class MambaModelConfig(ModelConfig):
     expand: int = Field(2, ge=1, le=64, description="inner width = expand * d_model")
     d_conv: int = Field(4, ge=1, le=64, description="width of the causal depthwise convolution")
     dt_rank: Literal["auto"] | int = Field(
-        "auto", description="rank of the delta projection (auto: ceil(d_model / 16))"
+        "auto",
+        description="rank of the delta projection (auto: ceil(d_model / 16)); at most "
+        f"{MAX_WIDTH:,}",
     )
 
     @field_validator("dt_rank", mode="before")
     @classmethod
     def _auto_or_positive(cls, value: Any) -> Any:
         if value == "auto" or (
-            isinstance(value, int) and not isinstance(value, bool) and value > 0
+            isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_WIDTH
         ):
             return value
-        raise ValueError(f"must be 'auto' or a positive integer, not {value!r}")
+        raise ValueError(
+            f"must be 'auto' or an integer from 1 to {MAX_WIDTH:,}, not {shown(value)}"
+        )
 
     def describe(self) -> str:
         return (

@@ -41,11 +41,22 @@ def _choices(annotation: Any) -> list[str]:
     return [choice for arg in get_args(annotation) for choice in _choices(arg)]
 
 
+def _upper_bound(field: FieldInfo) -> int | None:
+    """The largest value an integer field takes (its ``le``), stated in the reference."""
+    if int not in (field.annotation, *get_args(field.annotation)):
+        return None
+    bounds = [getattr(item, "le", None) for item in field.metadata]
+    return next((bound for bound in bounds if bound is not None), None)
+
+
 def _meaning(field: FieldInfo) -> str:
     meaning = field.description or ""
     choices = _choices(field.annotation)
     if choices and not all(choice in meaning for choice in choices):
         meaning += f" (one of: {', '.join(choices)})"
+    bound = _upper_bound(field)
+    if bound is not None and f"{bound:,}" not in meaning:
+        meaning += f" (at most {'2^63 - 1' if bound == 2**63 - 1 else f'{bound:,}'})"
     return meaning
 
 

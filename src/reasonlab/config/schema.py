@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, SerializeAsAny, field_validator
 
 from reasonlab.config.base import ModelConfig, StrictModel, TaskConfig
+from reasonlab.config.limits import MAX_BATCH, MAX_ITEMS, MAX_NAME, MAX_SEED, MAX_STEPS, shown
 from reasonlab.config.model_configs import GPTModelConfig
 from reasonlab.config.task_configs import TwoHopTaskConfig
 
@@ -37,25 +38,33 @@ def _by_kind(
 class TrainConfig(StrictModel):
     """The ``train`` section: optimizer, schedule, seed, device and precision."""
 
-    steps: int = Field(1000, ge=1, description="optimizer steps")
-    batch_size: int = Field(512, ge=1, le=1_048_576, description="sequences per step")
+    steps: int = Field(1000, ge=1, le=MAX_STEPS, description="optimizer steps")
+    batch_size: int = Field(512, ge=1, le=MAX_BATCH, description="sequences per step")
     lr: float = Field(1e-3, gt=0.0, description="peak learning rate (AdamW)")
     weight_decay: float = Field(
         0.1, ge=0.0, description="AdamW weight decay (none on norms and biases)"
     )
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
-    warmup_steps: int = Field(100, ge=0, description="steps of linear warm-up to lr")
+    warmup_steps: int = Field(100, ge=0, le=MAX_STEPS, description="steps of linear warm-up to lr")
     schedule: Literal["constant", "cosine"] = Field(
         "constant", description="after warm-up: constant, or cosine down to min_lr_ratio * lr"
     )
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="cosine floor, times lr")
     grad_clip: float = Field(1.0, ge=0.0, description="largest gradient norm; 0 disables clipping")
-    seed: int = Field(0, description="seed of the initialization and the batch order")
+    seed: int = Field(
+        0, ge=-MAX_SEED, le=MAX_SEED, description="seed of the initialization and the batch order"
+    )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="auto: bf16 autocast on CUDA and on a CPU with bf16 matrix units (AMX, "
         "AVX512-BF16), else fp32; bf16: autocast anywhere; fp32: none",
+    )
+    on_nonfinite: Literal["stop", "skip_step"] = Field(
+        "stop",
+        description="a NaN or infinite loss or gradient norm: stop (the run fails at that step, "
+        "its last finite checkpoint kept) or skip_step (the step is not applied; counted in "
+        "summary.json)",
     )
 
     @field_validator("betas")
@@ -70,13 +79,15 @@ class TrainConfig(StrictModel):
     def _known_device(cls, value: str) -> str:
         if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
             return value
-        raise ValueError(f"unknown device {value!r} (auto, cpu, cuda, cuda:N)")
+        raise ValueError(f"unknown device {shown(value)} (auto, cpu, cuda, cuda:N)")
 
 
 class EvalConfig(StrictModel):
     """The ``eval`` section: when the probes are scored, and on how many rows."""
 
-    every: int = Field(100, ge=1, description="evaluate every this many steps (and at the end)")
+    every: int = Field(
+        100, ge=1, le=MAX_STEPS, description="evaluate every this many steps (and at the end)"
+    )
     threshold: float = Field(
         0.95,
         ge=0.0,
@@ -84,10 +95,11 @@ class EvalConfig(StrictModel):
         description="accuracy counted as reached (steps_to_threshold); for a task scored by "
         "error (icl), the error at or below which it counts",
     )
-    batch_size: int = Field(1024, ge=1, le=1_048_576, description="sequences per eval batch")
+    batch_size: int = Field(1024, ge=1, le=MAX_BATCH, description="sequences per eval batch")
     sample: int | None = Field(
         None,
         ge=1,
+        le=MAX_ITEMS,
         description="rows per probe scored at the evaluations before the last (a fixed random "
         "subset, the same each time); null: every row. The last evaluation scores every row",
     )
@@ -115,7 +127,10 @@ class RunConfig(StrictModel):
     ``kind``."""
 
     name: str | None = Field(
-        None, description="run name, used for the run folder (null: the config file's name)"
+        None,
+        max_length=MAX_NAME,
+        description="run name; without --out the run folder is runs/NAME-YYYYMMDD-HHMMSS "
+        f"(null: the config file's name); at most {MAX_NAME} characters",
     )
     task: SerializeAsAny[TaskConfig] = Field(
         default_factory=TwoHopTaskConfig, description="the task: its data and probes"

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from reasonlab.config.base import TaskConfig
+from reasonlab.config.limits import MAX_ENTITIES, MAX_ITEMS, MAX_LIST, MAX_STEPS, shown
 
 CotMode = Literal["none", "after_relations", "interleaved", "restated"]
 NoiseKind = Literal["none", "tail", "bridge", "both"]
@@ -16,9 +17,11 @@ class TwoHopTaskConfig(TaskConfig):
     """Two-hop (and k-hop) composition of random atomic facts (arXiv 2405.15071, 2502.04667)."""
 
     kind: Literal["twohop"] = Field("twohop", description="which task: twohop, copy, dp or icl")
-    num_entities: int = Field(200, ge=2, description="entities of the knowledge graph")
-    num_relations: int = Field(20, ge=1, description="relation types")
-    out_degree: int = Field(10, ge=1, description="distinct relations per entity")
+    num_entities: int = Field(
+        200, ge=2, le=MAX_ENTITIES, description="entities of the knowledge graph"
+    )
+    num_relations: int = Field(20, ge=1, le=MAX_ENTITIES, description="relation types")
+    out_degree: int = Field(10, ge=1, le=MAX_ENTITIES, description="distinct relations per entity")
     ood_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="share of atomic facts held OOD")
     lam: float = Field(4.0, gt=0.0, description="two-hop training facts / ID atomic facts")
     cot: CotMode = Field(
@@ -32,7 +35,9 @@ class TwoHopTaskConfig(TaskConfig):
     noise_ratio: float = Field(
         0.0, ge=0.0, le=1.0, description="xi: share of training chains made noisy (tests clean)"
     )
-    khop: list[int] = Field(default_factory=list, description="extra k-hop test probes, k >= 3")
+    khop: list[int] = Field(
+        default_factory=list, description="extra k-hop test probes, 3 <= k <= 10"
+    )
     id_test_fraction: float = Field(
         0.005, gt=0.0, lt=1.0, description="share of ID two-hop chains held out as the ID test"
     )
@@ -49,7 +54,7 @@ class TwoHopTaskConfig(TaskConfig):
         for k in value:
             if not 3 <= k <= 10:
                 raise ValueError(
-                    f"k-hop probes need 3 <= k <= 10 (two-hop is always there), got {k}"
+                    f"k-hop probes need 3 <= k <= 10 (two-hop is always there), got {shown(k)}"
                 )
         return sorted(set(value))
 
@@ -76,7 +81,8 @@ class CopyTaskConfig(TaskConfig):
     max_length: int = Field(20, ge=1, le=100_000, description="longest training string")
     test_lengths: list[int] = Field(
         default_factory=lambda: [5, 10, 20, 30, 40],
-        description="a test probe per string length (longer than max_length: OOD)",
+        description="a test probe per string length (longer than max_length: OOD); lengths "
+        "up to 100,000",
     )
     variant: Literal["copy", "selective"] = Field(
         "copy", description="copy, or selective: the string scattered among noise tokens"
@@ -84,14 +90,16 @@ class CopyTaskConfig(TaskConfig):
     noise_tokens: int = Field(
         0, ge=0, le=100_000, description="selective: noise tokens mixed into each input"
     )
-    num_train: int = Field(50_000, ge=1, le=10_000_000, description="training strings")
+    num_train: int = Field(50_000, ge=1, le=MAX_ITEMS, description="training strings")
     num_test: int = Field(200, ge=1, le=1_000_000, description="test strings per test length")
 
     @field_validator("test_lengths")
     @classmethod
     def _positive_lengths(cls, value: list[int]) -> list[int]:
-        if not value or min(value) < 1:
-            raise ValueError(f"needs one or more positive lengths, got {value}")
+        if not value or min(value) < 1 or max(value) > 100_000 or len(value) > MAX_LIST:
+            raise ValueError(
+                f"needs 1 to {MAX_LIST:,} lengths from 1 to 100,000, got {shown(value)}"
+            )
         return sorted(set(value))
 
     @model_validator(mode="after")
@@ -131,7 +139,7 @@ class DPTaskConfig(TaskConfig):
         "arithmetic operators, local DP steps",
     )
     test_lengths: list[int] = Field(
-        default_factory=list, description="extra test probes at these sizes (OOD)"
+        default_factory=list, description="extra test probes at these sizes (OOD), up to 1,000"
     )
     value_range: int = Field(250, ge=2, le=100_000, description="lis: values in [0, value_range)")
     alphabet_size: int = Field(8, ge=2, le=26, description="ed: letters of the two strings")
@@ -139,14 +147,14 @@ class DPTaskConfig(TaskConfig):
     locality: int = Field(
         2, ge=1, le=1000, description="local: step t reads x_t and step t-m (dp_t = x_t + dp_{t-m})"
     )
-    num_train: int = Field(20_000, ge=1, le=10_000_000, description="training examples")
+    num_train: int = Field(20_000, ge=1, le=MAX_ITEMS, description="training examples")
     num_test: int = Field(500, ge=1, le=1_000_000, description="test examples per probe")
 
     @field_validator("test_lengths")
     @classmethod
     def _positive_lengths(cls, value: list[int]) -> list[int]:
-        if any(n < 1 for n in value):
-            raise ValueError(f"needs positive sizes, got {value}")
+        if any(n < 1 or n > 1000 for n in value) or len(value) > MAX_LIST:
+            raise ValueError(f"needs sizes from 1 to 1,000, got {shown(value)}")
         return sorted(set(value))
 
     @model_validator(mode="after")
@@ -193,16 +201,21 @@ class ICLTaskConfig(TaskConfig):
     hidden: int = Field(100, ge=1, le=100_000, description="relu2nn: hidden units")
     depth: int = Field(4, ge=1, le=16, description="decision_tree: depth")
     curriculum_every: int = Field(
-        0, ge=0, description="icl curriculum: grow dim and points every this many steps (0: off)"
+        0,
+        ge=0,
+        le=MAX_STEPS,
+        description="icl curriculum: grow dim and points every this many steps (0: off)",
     )
     dim_start: int | None = Field(
-        None, ge=1, description="icl curriculum: first dimension (null: dim, no growth)"
+        None, ge=1, le=1024, description="icl curriculum: first dimension (null: dim, no growth)"
     )
-    dim_step: int = Field(1, ge=1, description="icl curriculum: dimension added per stage")
+    dim_step: int = Field(1, ge=1, le=1024, description="icl curriculum: dimension added per stage")
     points_start: int | None = Field(
-        None, ge=1, description="icl curriculum: first number of points (null: n_points)"
+        None, ge=1, le=10_000, description="icl curriculum: first number of points (null: n_points)"
     )
-    points_step: int = Field(2, ge=1, description="icl curriculum: points added per stage")
+    points_step: int = Field(
+        2, ge=1, le=10_000, description="icl curriculum: points added per stage"
+    )
     num_test: int = Field(1000, ge=1, le=1_000_000, description="icl: test prompts")
 
     @model_validator(mode="after")

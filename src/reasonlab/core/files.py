@@ -6,7 +6,7 @@ import json
 import os
 import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +15,20 @@ from reasonlab.core.errors import ConfigError
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yields a temporary path next to ``path``; renames it over ``path`` on success."""
+    """Yields a temporary path next to ``path``; renames it over ``path`` on success. A failed
+    write (a full disk, a read-only file system) leaves ``path`` as it was, removes the temporary
+    file and raises the OSError with ``path`` as its file name (not the temporary one)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # nothing was created there (a read-only file system)
+            tmp.unlink(missing_ok=True)
 
 
 def make_dir(path: Path, what: str = "--out") -> None:

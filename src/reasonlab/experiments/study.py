@@ -90,9 +90,14 @@ def run_study(
     seeds = spec.seeds if seeds is None else seeds
     configs = study_configs(spec, preset, seeds, overrides)
     out = Path(out)
-    previous = _check_study_folder(out, name, preset)
-    make_dir(out / "runs")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, expected a folder")
+    make_dir(out)
+    # The lock first, then the look inside: a study starting at the same instant on this folder
+    # is then told the folder is in use, not that it holds something else.
     with hold_lock(out, "study folder"):
+        previous = _check_study_folder(out, name, preset)
+        make_dir(out / "runs")
         plan = {run_name: plan_run(c, out / "runs" / run_name) for run_name, c in configs.items()}
         runner = LocalRunner(jobs)
         try:

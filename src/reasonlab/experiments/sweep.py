@@ -20,12 +20,18 @@ every trial with its status, written after each one. Running the same sweep agai
 completed trials and resumes stopped ones. A trial whose config is invalid or whose training
 fails is recorded as failed with its message, and the others go on; a bad spec (an unknown key
 or field, an empty grid, lists of unequal length) is refused before any trial starts.
+
+A sweep is counted before it is expanded (variants x the grid's axis lengths x the zipped
+length x seeds): more than ``MAX_TRIALS`` (10,000) trials is refused unless ``max_trials``
+(``reasonlab sweep --max-trials N``) allows more. A name (the spec's, or a trial's with it) is at
+most 200 characters.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from reasonlab.config import ConfigError, RunConfig, config_from_dict, read_yaml, set_key
+from reasonlab.config.limits import MAX_NAME, MAX_TRIALS, cut, shown
 from reasonlab.core.files import make_dir, read_json, write_json
 from reasonlab.experiments.trials import LocalRunner, plan_run
 from reasonlab.runs.folder import hold_lock
@@ -55,7 +62,7 @@ class Trial:
 def _mapping(spec: dict[str, Any], field: str) -> dict[str, Any]:
     value = spec.get(field) or {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{field}: expected a mapping of config keys, got {value!r}")
+        raise ConfigError(f"{field}: expected a mapping of config keys, got {shown(value)}")
     return value
 
 
@@ -63,21 +70,33 @@ def _lists(spec: dict[str, Any], field: str) -> dict[str, list[Any]]:
     lists = _mapping(spec, field)
     for key, values in lists.items():
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"{field}.{key}: expected a non-empty list of values")
+            raise ConfigError(f"{field}.{cut(str(key), 80)}: expected a non-empty list of values")
     return lists
 
 
-def _seeds(spec: dict[str, Any]) -> list[int]:
+def _seeds(spec: dict[str, Any]) -> range | list[int]:
+    """The seeds of a spec: a count (a range, never made into a list) or a list of integers."""
     seeds = spec.get("seeds", 1)
     if isinstance(seeds, bool) or not isinstance(seeds, (int, list)):
-        raise ConfigError(f"seeds: expected a count or a list of integers, got {seeds!r}")
+        raise ConfigError(f"seeds: expected a count or a list of integers, got {shown(seeds)}")
     if isinstance(seeds, int):
         if seeds < 1:
-            raise ConfigError(f"seeds: expected at least 1, got {seeds}")
-        return list(range(seeds))
+            raise ConfigError(f"seeds: expected at least 1, got {shown(seeds)}")
+        return range(seeds)
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ConfigError(f"seeds: expected a non-empty list of integers, got {seeds!r}")
+        raise ConfigError(f"seeds: expected a non-empty list of integers, got {shown(seeds)}")
     return seeds
+
+
+def _name(spec: dict[str, Any]) -> str:
+    name = spec.get("name", "sweep")
+    if isinstance(name, int) and not isinstance(name, bool):
+        name = str(name)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"name: expected the sweep's name, got {shown(name)}")
+    if len(name) > MAX_NAME:
+        raise ConfigError(f"name: {shown(name)} is longer than {MAX_NAME} characters")
+    return name
 
 
 def _bases(spec: dict[str, Any], folder: Path) -> dict[str, dict[str, Any]]:
@@ -96,15 +115,15 @@ def _bases(spec: dict[str, Any], folder: Path) -> dict[str, dict[str, Any]]:
 
     study, preset = spec["study"], spec.get("preset", "cpu")
     if study not in STUDIES:
-        raise ConfigError(f"study: unknown study {study!r} (known: {', '.join(STUDIES)})")
+        raise ConfigError(f"study: unknown study {shown(study)} (known: {', '.join(STUDIES)})")
     found = STUDIES[study]
     if preset not in found.presets:
-        raise ConfigError(f"preset: {preset!r} is not a preset of {study}")
+        raise ConfigError(f"preset: {shown(preset)} is not a preset of {study}")
     variants = found.variants_for(preset)
     names = spec.get("variants") or list(variants)
     unknown = [v for v in names if v not in variants]
     if unknown:
-        raise ConfigError(f"variants: {unknown[0]!r} is not a variant of {study}")
+        raise ConfigError(f"variants: {shown(unknown[0])} is not a variant of {study}")
     return {variant: found.variant_data(preset, variant, variants[variant]) for variant in names}
 
 
@@ -119,44 +138,77 @@ def _text(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", text)
 
 
-def expand(spec: dict[str, Any], folder: Path = Path(".")) -> list[Trial]:
+def expand(
+    spec: dict[str, Any], folder: Path = Path("."), max_trials: int = MAX_TRIALS
+) -> list[Trial]:
     """Every trial of a spec, in order: variant, then grid (last key fastest) with the zipped
     lists, then seed. An unknown key anywhere is a ConfigError (a bad spec); any other invalid
-    config fails its trial alone."""
+    config fails its trial alone. The trials are counted first, from the lengths of the lists:
+    more than ``max_trials`` is a ConfigError before any is built."""
     if not isinstance(spec, dict):
         raise ConfigError("spec: expected a mapping")
     extra = [k for k in spec if k not in SPEC_FIELDS]
     if extra:
-        raise ConfigError(f"{extra[0]}: unknown field of a sweep spec ({', '.join(SPEC_FIELDS)})")
+        raise ConfigError(
+            f"{cut(str(extra[0]), 80)}: unknown field of a sweep spec ({', '.join(SPEC_FIELDS)})"
+        )
     fixed, grid, zipped = _mapping(spec, "set"), _lists(spec, "grid"), _lists(spec, "zip")
     if "grid" in spec and not grid:
         raise ConfigError("grid: empty; give at least one key with values, or leave it out")
     lengths = {len(values) for values in zipped.values()}
     if len(lengths) > 1:
         raise ConfigError(f"zip: the lists must have one length, got {sorted(lengths)}")
+    sweep_name, seeds, bases = _name(spec), _seeds(spec), _bases(spec, folder)
+    count = len(bases) * math.prod(map(len, grid.values())) * (lengths.pop() if lengths else 1)
+    count *= len(seeds)
+    if count > max_trials:
+        field = "grid" if grid else "zip" if zipped else "seeds"
+        raise ConfigError(
+            f"{field}: {count:,} trials ({_shape(bases, grid, zipped, seeds)}), more than the "
+            f"{max_trials:,} a sweep runs; sweep fewer values, or raise the limit with "
+            "--max-trials N"
+        )
     zip_rows = [
         dict(zip(zipped, row, strict=True)) for row in zip(*zipped.values(), strict=True)
     ] or [{}]
-    grid_rows = [dict(zip(grid, row, strict=True)) for row in itertools.product(*grid.values())]
     swept = [*grid, *zipped]
     trials = []
-    for variant, base in _bases(spec, folder).items():
-        for grid_row in grid_rows:
+    for variant, base in bases.items():
+        # Lazily: the grid's rows are never held all at once.
+        for grid_values in itertools.product(*grid.values()):
+            grid_row = dict(zip(grid, grid_values, strict=True))
             for zip_row in zip_rows:
-                for seed in _seeds(spec):
+                for seed in seeds:
                     setting = {**grid_row, **zip_row}
                     parts = [variant] if variant else []
                     parts += [f"{_label(k, swept)}={_text(v)}" for k, v in setting.items()]
                     name = "-".join([*parts, f"s{seed}"])
-                    trials.append(_trial(name, base, {**fixed, **setting}, seed, spec))
+                    if len(sweep_name) + 1 + len(name) > MAX_NAME:
+                        raise ConfigError(
+                            f"grid: the trial name {sweep_name}/{cut(name, 60)} is longer than "
+                            f"{MAX_NAME} characters; sweep fewer keys or shorter values, or "
+                            "give the spec a shorter name"
+                        )
+                    trials.append(_trial(name, base, {**fixed, **setting}, seed, sweep_name))
     names = [t.name for t in trials]
     if len(set(names)) != len(names):
         raise ConfigError("grid: two trials get the same name; give distinct values")
     return trials
 
 
+def _shape(
+    bases: dict[str, Any], grid: dict[str, list[Any]], zipped: dict[str, list[Any]], seeds: Any
+) -> str:
+    """How a count of trials comes about: '3 variants x 10 d_model x 10 lr x 5 seeds'."""
+    factors = [f"{len(bases)} variants"] if len(bases) > 1 else []
+    factors += [f"{len(values)} {cut(str(key), 40)}" for key, values in grid.items()]
+    if zipped:
+        factors.append(f"{len(next(iter(zipped.values())))} zipped")
+    return " x ".join([*factors, f"{len(seeds):,} seeds"])
+
+
 def _trial(
-    name: str, base: dict[str, Any], settings: dict[str, Any], seed: int, spec: dict[str, Any]
+    name: str, base: dict[str, Any], settings: dict[str, Any], seed: int, sweep: str
 ) -> Trial:
     data = copy.deepcopy(base)
     for key, value in settings.items():
@@ -164,7 +216,7 @@ def _trial(
     task, train = data.setdefault("task", {}), data.setdefault("train", {})
     task["seed"] = int(task.get("seed", 0)) + seed
     train["seed"] = int(train.get("seed", 0)) + seed
-    data["name"] = f"{spec.get('name', 'sweep')}/{name}"
+    data["name"] = f"{sweep}/{name}"
     try:
         return Trial(name, config_from_dict(data))
     except ConfigError as error:
@@ -173,8 +225,11 @@ def _trial(
         return Trial(name, None, str(error))
 
 
-def load_sweep(path: str | Path) -> tuple[dict[str, Any], list[Trial]]:
-    """The spec at ``path`` (its name defaulting to the file's) and its trials."""
+def load_sweep(
+    path: str | Path, max_trials: int = MAX_TRIALS
+) -> tuple[dict[str, Any], list[Trial]]:
+    """The spec at ``path`` (its name defaulting to the file's) and its trials (at most
+    ``max_trials``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"SPEC: {path} is not a file")
@@ -182,7 +237,7 @@ def load_sweep(path: str | Path) -> tuple[dict[str, Any], list[Trial]]:
     if not isinstance(spec, dict):
         raise ConfigError(f"SPEC: {path} does not hold a mapping")
     spec.setdefault("name", path.stem)
-    return spec, expand(spec, path.parent)
+    return spec, expand(spec, path.parent, max_trials)
 
 
 def _check_sweep_folder(out: Path, name: str) -> dict[str, Any]:
@@ -207,6 +262,7 @@ def run_sweep(
     address: str | None = None,
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float = 0.0,
+    max_trials: int = MAX_TRIALS,
 ) -> dict[str, Any]:
     """Trains (skips, resumes) every trial of the sweep at ``spec_path`` into ``out`` and
     returns the sweep's summary (also in OUT/summary.json). Everything the spec, the folder and
@@ -215,7 +271,9 @@ def run_sweep(
         raise ConfigError(f"--executor: {executor!r} is not local or ray")
     if jobs < 1:
         raise ConfigError("--jobs: must be at least 1")
-    spec, trials = load_sweep(spec_path)
+    if max_trials < 1:
+        raise ConfigError("--max-trials: must be at least 1")
+    spec, trials = load_sweep(spec_path, max_trials)
     out = Path(out)
     previous = _check_sweep_folder(out, spec["name"])
     plans = {

@@ -11,6 +11,12 @@ same logits as ours; ``to_hf(model)`` picks the conversion by ``model.family``.
 - Mamba -> ``MambaForCausalLM``. Same blocks, same parameter shapes (A_log, D, depthwise conv
   weights (d_inner, 1, d_conv)); only the names differ.
 
+Both configs carry the task's own special tokens (``special_token_ids``): ``pad_token_id`` the
+padding, ``eos_token_id`` the token that ends an answer (``<eos>`` for COPY and DP, ``</a>`` for
+two-hop), so that ``generate`` stops where the task's answer ends; ``bos_token_id`` is None, as no
+task starts its rows with a begin token. The token of each id is written to
+``reasonlab_vocab.json`` (a plain list), a name no Hugging Face tokenizer reads.
+
 ``transformers`` is imported only here, when an export is asked for.
 """
 
@@ -36,6 +42,13 @@ if TYPE_CHECKING:
     from reasonlab.models.mamba import Mamba
 
 FORMATS = ("hf",)
+# Not vocab.json: AutoTokenizer reads that name as a GPT-2 tokenizer's token -> id map.
+VOCAB_FILE = "reasonlab_vocab.json"
+# The token that closes a completion in each task's vocabulary, in the order they are looked for:
+# <eos> (COPY, DP), </a> (two-hop, generated or a Grokked-transformers folder).
+END_TOKENS = ("<eos>", "</a>")
+PAD_TOKEN = "<pad>"
+BOS_TOKENS = ("<bos>", "<s>")  # no task has one today; a task that adds one gets it exported
 
 
 def _transformers() -> Any:
@@ -62,6 +75,25 @@ def _quiet_transformers() -> Iterator[None]:
         logging.set_verbosity(verbosity)
         if bars:
             logging.enable_progress_bar()
+
+
+def special_token_ids(tokens: list[str] | None) -> dict[str, int | None]:
+    """``pad_token_id``, ``bos_token_id`` and ``eos_token_id`` of a run's vocabulary (the token
+    of each id): the task's padding, its begin token if it has one, and the token that ends an
+    answer. None where the vocabulary has no such token, or is unknown."""
+    tokens = tokens or []
+
+    def first_of(names: tuple[str, ...]) -> int | None:
+        return next((tokens.index(name) for name in names if name in tokens), None)
+
+    return {
+        "pad_token_id": first_of((PAD_TOKEN,)),
+        "bos_token_id": first_of(BOS_TOKENS),
+        "eos_token_id": first_of(END_TOKENS),
+    }
+
+
+NO_SPECIAL_TOKENS = special_token_ids(None)
 
 
 def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
@@ -105,8 +137,9 @@ def require_standard_gpt(model: GPT, target: str) -> None:
         raise ConfigError(f"model: continuous inputs or outputs have no {target} counterpart")
 
 
-def to_hf_gpt2(model: GPT) -> GPT2LMHeadModel:
-    """A ``transformers.GPT2LMHeadModel`` (eval mode, no dropout) computing the same logits."""
+def to_hf_gpt2(model: GPT, special: dict[str, int | None] = NO_SPECIAL_TOKENS) -> GPT2LMHeadModel:
+    """A ``transformers.GPT2LMHeadModel`` (eval mode, no dropout) computing the same logits;
+    ``special``: its pad / bos / eos ids (``special_token_ids``)."""
     require_standard_gpt(model, "GPT-2 (hf export)")
     cfg = model.cfg
     transformers = _transformers()
@@ -123,8 +156,7 @@ def to_hf_gpt2(model: GPT) -> GPT2LMHeadModel:
         embd_pdrop=0.0,
         attn_pdrop=0.0,
         tie_word_embeddings=cfg.tie_embeddings,
-        bos_token_id=cfg.vocab_size - 1,
-        eos_token_id=cfg.vocab_size - 1,
+        **special,
     )
     return load_every_parameter(transformers.GPT2LMHeadModel(config), hf_state_dict(model), "GPT-2")
 
@@ -144,8 +176,11 @@ def hf_mamba_state_dict(model: Mamba) -> dict[str, torch.Tensor]:
     return state
 
 
-def to_hf_mamba(model: Mamba) -> MambaForCausalLM:
-    """A ``transformers.MambaForCausalLM`` (eval mode) computing the same logits."""
+def to_hf_mamba(
+    model: Mamba, special: dict[str, int | None] = NO_SPECIAL_TOKENS
+) -> MambaForCausalLM:
+    """A ``transformers.MambaForCausalLM`` (eval mode) computing the same logits; ``special``:
+    its pad / bos / eos ids (``special_token_ids``)."""
     cfg = model.cfg
     transformers = _transformers()
     config = transformers.MambaConfig(
@@ -164,9 +199,7 @@ def to_hf_mamba(model: Mamba) -> MambaForCausalLM:
         layer_norm_epsilon=cfg.norm_eps,
         residual_in_fp32=True,
         tie_word_embeddings=cfg.tie_embeddings,
-        bos_token_id=cfg.vocab_size - 1,
-        eos_token_id=cfg.vocab_size - 1,
-        pad_token_id=None,
+        **special,
     )
     hf = transformers.MambaForCausalLM(config)
     return load_every_parameter(hf, hf_mamba_state_dict(model), "MambaForCausalLM")
@@ -175,11 +208,14 @@ def to_hf_mamba(model: Mamba) -> MambaForCausalLM:
 HF_CONVERSIONS = {"gpt": to_hf_gpt2, "mamba": to_hf_mamba}
 
 
-def to_hf(model: LanguageModel) -> PreTrainedModel:
-    """The Hugging Face causal LM of ``model``'s family with the same weights and logits."""
+def to_hf(
+    model: LanguageModel, special: dict[str, int | None] = NO_SPECIAL_TOKENS
+) -> PreTrainedModel:
+    """The Hugging Face causal LM of ``model``'s family with the same weights and logits, and
+    ``special`` as its pad / bos / eos ids."""
     if model.family not in HF_CONVERSIONS:
         raise ConfigError(f"model.kind: {model.family} models do not export to hf")
-    return HF_CONVERSIONS[model.family](model)  # type: ignore[operator]
+    return HF_CONVERSIONS[model.family](model, special)  # type: ignore[operator]
 
 
 def load_every_parameter(target: torch.nn.Module, state: dict[str, torch.Tensor], what: str):
@@ -195,13 +231,15 @@ def load_every_parameter(target: torch.nn.Module, state: dict[str, torch.Tensor]
 
 def run_vocab(run: RunDir, config: RunConfig) -> list[str] | None:
     """The token of each id: the run's own vocab.json, or for runs made before it was written,
-    the generated two-hop vocabulary or the data_dir folder's."""
+    the generated two-hop vocabulary, the data_dir folder's, or the rebuilt task's."""
     tokens = run.vocab()
     if tokens is not None:
         return tokens
     task = config.task
     if not isinstance(task, TwoHopTaskConfig):
-        return None
+        from reasonlab.tasks import build_task
+
+        return build_task(task).vocab  # None for a task of vectors
     if task.data_dir is None:
         return Vocabulary(task.num_entities, task.num_relations).tokens
     from reasonlab.tasks.twohop.folder import read_vocab
@@ -246,9 +284,13 @@ def export_run(
     vocab_size = model.cfg.vocab_size
     seq_len = getattr(model.cfg, "max_seq_len", None)  # a Mamba takes any length
 
+    tokens = run_vocab(run, config)
+    if tokens is not None and len(tokens) != vocab_size:
+        tokens = None  # not this model's vocabulary: export the weights, name no token
+    special = special_token_ids(tokens)
     make_dir(out, "OUT")
     with _quiet_transformers():
-        hf = to_hf(model.float().eval())
+        hf = to_hf(model.float().eval(), special)
         hf.save_pretrained(out)
     record: dict[str, Any] = {
         "format": fmt,
@@ -257,10 +299,10 @@ def export_run(
         "vocab_size": vocab_size,
         "max_seq_len": seq_len,
         "task": config.task.kind,
+        **special,
     }
-    tokens = run_vocab(run, config)
-    if tokens is not None and len(tokens) == vocab_size:
-        write_json(out / "vocab.json", tokens)
-        record["vocab"] = "vocab.json"
+    if tokens is not None:
+        write_json(out / VOCAB_FILE, tokens)
+        record["vocab"] = VOCAB_FILE
     write_json(out / "reasonlab_export.json", record)
     return record

@@ -10,9 +10,18 @@ from typing import Any, Protocol
 
 from reasonlab.config import kind_section_from_dict
 from reasonlab.core.files import atomic_path
-from reasonlab.reporting.content import Bullets, Figure, Item, Section, StageCurves, Table
+from reasonlab.reporting.content import (
+    Bullets,
+    Figure,
+    Item,
+    Paragraph,
+    Section,
+    StageCurves,
+    Table,
+)
 from reasonlab.reporting.curves import plot_curves
 from reasonlab.reporting.html import render_page
+from reasonlab.reporting.probes import legend
 from reasonlab.reporting.seeds import spread, variant_of
 from reasonlab.runs.folder import RunDir
 from reasonlab.runs.summary import RunMetric, StudyResult, StudyRun
@@ -43,6 +52,12 @@ def _curve_keys(histories: dict[str, list[dict[str, Any]]]) -> list[str]:
                 if k not in keys and isinstance(record[k], float) and k not in NOT_CURVES
             ]
     return keys
+
+
+def _legend(keys: list[str]) -> list[Item]:
+    """What each panel's probe measures (``reporting/probes.py``), under its figure."""
+    lines = legend(keys)
+    return [Paragraph("Each panel is a probe:"), Bullets(lines)] if lines else []
 
 
 def _paper_columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -177,7 +192,8 @@ def write_study_report(
                     f"{scale}; the dotted line is the threshold {threshold:g}. One colour per "
                     "variant; with several seeds its line is the mean over seeds and the shaded "
                     "band spans the lowest to the highest seed.",
-                )
+                ),
+                *_legend(probes),
             ],
         )
     ]
@@ -185,7 +201,12 @@ def write_study_report(
     stage_keys = [k for k in keys if stages and k.split(".")[0] in stages.probes and "." in k]
     if stages and stage_keys:
         png = plot_curves(histories, stage_keys, stages.title, folder / "stages.png", threshold)
-        sections.append(Section("Per CoT stage", items=[Figure(png, "per-stage accuracy")]))
+        sections.append(
+            Section(
+                "Per CoT stage",
+                items=[Figure(png, "per-stage accuracy"), *_legend(stage_keys)],
+            )
+        )
     headline = spec.headline or {k: k for k in probes[:2]}
     sections.append(
         Section(

@@ -11,9 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from reasonlab.config import ConfigError, RunConfig
+from reasonlab.core.errors import RunFailed
 from reasonlab.models.base import strip_prefix
 from reasonlab.runs.folder import RunDir
 from reasonlab.runs.hashing import config_hash, legacy_config_hash
+from reasonlab.runs.integrity import DamagedCheckpoint
 
 
 def is_log_spaced(step: int, every: int) -> bool:
@@ -98,13 +100,64 @@ class TrainingCheckpoints:
         self.kept = set(kept)  # kept for good beyond the schedule (where continued runs started)
         self.latest: int | None = None  # the newest checkpoint, kept only to resume from
 
-    def resume_point(self) -> tuple[int, tuple[dict[str, Tensor], dict[str, Any]] | None]:
+    def resume_point(
+        self, from_step: int | None = None
+    ) -> tuple[int, tuple[dict[str, Tensor], dict[str, Any]] | None]:
         """The newest checkpoint's step and (tensors, metadata), checked; reads, never writes,
-        so a refused resume leaves the folder as it was."""
+        so a refused resume leaves the folder as it was. A damaged newest checkpoint is refused
+        with the newest intact one named; ``from_step`` resumes from that one (every newer
+        checkpoint must be damaged: they are set aside by ``set_aside_newer``)."""
         steps = self.run.checkpoint_steps()
+        if from_step is not None:
+            return self._from_step(steps, from_step)
         if not steps:
             return 0, None
         step = steps[-1]
+        try:
+            return step, self._checked(step)
+        except DamagedCheckpoint as error:
+            intact = self._newest_intact(steps[:-1])
+            if intact is None:
+                raise ConfigError(f"{error}; no older checkpoint is intact either") from None
+            raise ConfigError(
+                f"{error}; nothing was changed: resume from the newest intact checkpoint with "
+                f"reasonlab run --resume {self.run.path} --from-step {intact}"
+            ) from None
+
+    def _newest_intact(self, steps: list[int]) -> int | None:
+        for step in reversed(steps):
+            try:
+                self.run.load_checkpoint(step)
+                return step
+            except ConfigError:
+                continue
+        return None
+
+    def _from_step(
+        self, steps: list[int], from_step: int
+    ) -> tuple[int, tuple[dict[str, Tensor], dict[str, Any]]]:
+        if from_step not in steps:
+            raise ConfigError(f"--from-step: no checkpoint of step {from_step} (have {steps})")
+        saved = self._checked(from_step)
+        for newer in (s for s in steps if s > from_step):
+            try:
+                self.run.load_checkpoint(newer)
+            except ConfigError:
+                continue
+            raise ConfigError(
+                f"--from-step {from_step}: the checkpoint of step {newer} is newer and intact; "
+                "resume without --from-step"
+            )
+        return from_step, saved
+
+    def set_aside_newer(self, step: int) -> None:
+        """Renames the (damaged) checkpoints newer than ``step`` to ``*.damaged``: kept for a
+        look, no longer resumed from or listed, and not overwritten by the steps trained again."""
+        for newer in (s for s in self.run.checkpoint_steps() if s > step):
+            path = self.run.checkpoint_path(newer)
+            path.rename(path.with_name(path.name + ".damaged"))
+
+    def _checked(self, step: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
         path = self.run.checkpoint_path(step)
         tensors, metadata = self.run.load_checkpoint(step)
         if metadata.get("config_hash") not in (
@@ -116,19 +169,39 @@ class TrainingCheckpoints:
         bad += [] if "rng.torch" in tensors else ["rng.torch"]
         if bad:
             raise ConfigError(f"{path}: checkpoint lacks a valid {', '.join(bad)}")
-        return step, (tensors, metadata)
+        weights = [
+            t for k, t in tensors.items() if k.startswith("model.") and t.is_floating_point()
+        ]
+        if not all(bool(torch.isfinite(t).all()) for t in weights):
+            raise ConfigError(f"{path}: holds non-finite (NaN or infinite) weights")
+        return tensors, metadata
 
-    def repair(self, step: int) -> list[dict[str, Any]]:
+    def repair(
+        self,
+        step: int,
+        records: list[dict[str, Any]],
+        metadata: dict[str, Any] | None = None,
+        remove_stale: bool = True,
+    ) -> list[dict[str, Any]]:
         """Undoes what a process killed after checkpoint ``step`` (-1: none) left behind:
-        temporary files, a stale latest-only checkpoint, metrics past ``step`` and a torn last
-        line. Returns the metrics records kept."""
+        temporary files, a stale latest-only checkpoint (unless ``remove_stale`` is off, when the
+        run's summary that names the kept ones was lost), metrics past ``step`` and a torn last
+        line. ``records`` are the metrics up to ``step``, read strictly; the record of ``step``
+        itself, if it was torn, is rebuilt from the checkpoint's ``metadata``. Returns the
+        records kept."""
         self.run.remove_temporary_files()
-        for stale in self.run.checkpoint_steps():
-            if stale < step and not self.permanent(stale):
-                self.run.delete_checkpoint(stale)
+        if remove_stale:
+            for stale in self.run.checkpoint_steps():
+                if stale < step and not self.permanent(stale):
+                    self.run.delete_checkpoint(stale)
         steps = self.run.checkpoint_steps()
         self.latest = steps[-1] if steps and step > 0 else None
-        return self.run.truncate_metrics(step)
+        saved_record = (metadata or {}).get("record")
+        torn = not records or records[-1]["step"] < step
+        if torn and isinstance(saved_record, dict) and saved_record.get("step") == step:
+            records = [*records, saved_record]
+        self.run.rewrite_metrics(records)
+        return records
 
     def permanent(self, step: int) -> bool:
         return permanent_checkpoint(self.config, step, self.kept)
@@ -145,6 +218,12 @@ class TrainingCheckpoints:
         last = step == self.config.train.steps
         if not (self.permanent(step) or self.config.log.keep_latest):
             return
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise RunFailed(
+                f"{self.run.path}: stopped at step {step}: the weights are not finite; "
+                "lower train.lr or set train.grad_clip",
+                step=step,
+            )
         metadata = {
             "config_hash": config_hash(self.config),
             **metadata,

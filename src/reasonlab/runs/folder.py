@@ -27,6 +27,8 @@ from safetensors.torch import save as save_tensors
 from reasonlab.config import ConfigError, RunConfig, config_from_dict
 from reasonlab.core.files import atomic_path, make_dir, read_json, write_json
 from reasonlab.models.base import LanguageModel, strip_prefix
+from reasonlab.runs import metrics
+from reasonlab.runs.integrity import config_digest, verify_payload, with_digest
 
 CHECKPOINT = re.compile(r"^step-(\d+)\.safetensors$")
 # the length a rotary model of a checkpoint without model_shape is rebuilt for (any length at
@@ -66,17 +68,48 @@ class RunDir:
         """Makes the (empty) folder of a new run, so that it can be locked; refuses a file and a
         folder that already holds anything."""
         self._refuse_occupied()
+        self._made_folder = not self.path.exists()
         make_dir(self.path)
 
     def create(self, config: RunConfig, vocab: list[str] | None = None) -> None:
-        """Writes a new run's config.json (and vocab.json, the token of each id, when the task
-        has a vocabulary) into an empty folder; refuses a folder that already holds anything.
-        Call it holding the lock, after ``claim``."""
+        """Writes a new run's files (checkpoints/, vocab.json: the token of each id when the task
+        has a vocabulary, then config.json) into an empty folder; refuses a folder that already
+        holds anything. All or nothing: a write that fails (a full disk) removes what was
+        written, so the folder is left empty (or gone, if ``claim`` made it) and a new run can
+        use it. Call it holding the lock, after ``claim``."""
         self._refuse_occupied()
-        make_dir(self.checkpoint_dir)
-        if vocab:
-            write_json(self.vocab_path, vocab)
-        write_json(self.config_path, config.model_dump(mode="json"))
+        try:
+            make_dir(self.checkpoint_dir)
+            if vocab:
+                write_json(self.vocab_path, vocab)
+            write_json(self.config_path, config.model_dump(mode="json"))
+        except (OSError, ConfigError) as error:
+            for path in (self.config_path, self.vocab_path):
+                path.unlink(missing_ok=True)
+            if self.checkpoint_dir.is_dir() and not any(self.checkpoint_dir.iterdir()):
+                self.checkpoint_dir.rmdir()
+            if getattr(self, "_made_folder", False) and not any(self.path.iterdir()):
+                self.path.rmdir()
+            if isinstance(error, ConfigError):
+                raise
+            raise ConfigError(
+                f"{error.filename or self.path}: cannot write ({error.strerror}); "
+                "nothing of the run was kept"
+            ) from None
+
+    def check_writable(self) -> None:
+        """Refuses a run folder that cannot be written (a read-only file system, no permission)
+        before anything in it changes, and without writing anything to find out."""
+        for folder in (self.path, self.checkpoint_dir):
+            if not folder.is_dir():
+                continue
+            if os.statvfs(folder).f_flag & os.ST_RDONLY:
+                cause = "Read-only file system"
+            elif not os.access(folder, os.W_OK):
+                cause = "Permission denied"
+            else:
+                continue
+            raise ConfigError(f"{folder}: cannot write ({cause}); nothing was changed")
 
     def _refuse_occupied(self) -> None:
         if self.path.exists() and not self.path.is_dir():
@@ -97,12 +130,40 @@ class RunDir:
         if not isinstance(data, dict):
             raise ConfigError(f"{self.config_path}: expected a JSON object")
         try:
-            return config_from_dict(data)
+            config = config_from_dict(data)
         except ConfigError as error:
             raise ConfigError(f"{self.config_path}: {error}") from None
+        self._verify_config(data)  # valid, but is it what the run wrote?
+        return config
+
+    def _verify_config(self, data: dict[str, Any]) -> None:
+        """config.json against the digest summary.json recorded when the run wrote it (runs of
+        older versions, or with an unreadable summary, have none to compare with)."""
+        try:
+            recorded = json.loads(self.summary_path.read_text()).get("config_sha256")
+        except (OSError, ValueError, AttributeError):
+            return
+        if isinstance(recorded, str) and recorded != config_digest(data):
+            raise ConfigError(
+                f"{self.config_path}: changed since the run wrote it (its checksum differs from "
+                f"config_sha256 in {self.summary_path.name}); restore it, or start a new run"
+            )
 
     def summary(self) -> dict[str, Any] | None:
-        return read_json(self.summary_path) if self.summary_path.exists() else None
+        """summary.json as a JSON object (None when there is none yet). A damaged one is a
+        ConfigError that says what to do: a resume rebuilds it."""
+        if not self.summary_path.exists():
+            return None
+        try:
+            data = read_json(self.summary_path)
+            if not isinstance(data, dict):
+                raise ConfigError(f"{self.summary_path}: expected a JSON object")
+        except ConfigError as error:
+            raise ConfigError(
+                f"{error}; move it aside and resume again: a resume rebuilds summary.json from "
+                "config.json, metrics.jsonl and the checkpoints (the run's notes are lost)"
+            ) from None
+        return data
 
     def vocab(self) -> list[str] | None:
         """The token of each id, as the run trained on it (None for runs made before 0.2)."""
@@ -127,31 +188,20 @@ class RunDir:
     # -- metrics
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        """Appends one record (strict JSON: non-finite numbers become null, named)."""
+        metrics.append_record(self.metrics_path, record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """All complete records; a torn last line (from a killed process) is skipped."""
-        if not self.metrics_path.exists():
-            return []
-        records = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and "step" in record:
-                records.append(record)
-        return records
+        """All readable records (for display and analysis; unreadable lines are skipped)."""
+        return metrics.read_records(self.metrics_path)
 
-    def truncate_metrics(self, last_step: int) -> list[dict[str, Any]]:
-        """Keeps records up to ``last_step`` (dropping torn lines); used on resume."""
-        records = [r for r in self.read_metrics() if r["step"] <= last_step]
-        with atomic_path(self.metrics_path) as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-        return records
+    def resume_metrics(self, last_step: int) -> list[dict[str, Any]]:
+        """The records up to ``last_step``, read strictly: only a torn last line may be dropped,
+        any other damaged line is a ConfigError naming it. Changes nothing."""
+        return [r for r in metrics.read_for_resume(self.metrics_path) if r["step"] <= last_step]
+
+    def rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
+        metrics.rewrite_records(self.metrics_path, records)
 
     # -- checkpoints
 
@@ -174,9 +224,10 @@ class RunDir:
         path = self.checkpoint_path(step)
         path.parent.mkdir(parents=True, exist_ok=True)  # a resumed run may have lost the folder
         meta = {key: json.dumps(value) for key, value in {**metadata, "step": step}.items()}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         # serialised in memory and written by atomic_path: safetensors' own file writer keeps a
         # temporary file of its own (".tmpXXXXXX") that a SIGKILL would leave behind
-        payload = save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta)
+        payload = save_tensors(tensors, with_digest(tensors, meta))
         with atomic_path(path) as tmp:
             tmp.write_bytes(payload)
         return path
@@ -237,7 +288,8 @@ class RunDir:
 
 
 def load_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and metadata of a checkpoint; a corrupt or foreign file is a ConfigError."""
+    """Tensors and metadata of a checkpoint, verified against the checksum it recorded; a
+    corrupt, damaged or foreign file is a ConfigError naming it."""
     from safetensors import safe_open
 
     try:
@@ -250,6 +302,7 @@ def load_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as error:
         reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         raise ConfigError(f"{path}: not a readable safetensors checkpoint ({reason})") from None
+    verify_payload(path, tensors, raw)
     return tensors, metadata
 
 

@@ -22,6 +22,7 @@ ADDED_MODEL_KEYS = {
 def _hashed_sections(config: RunConfig) -> dict[str, Any]:
     data = config.model_dump(mode="json", include={"task", "model", "train"})
     data["train"].pop("device", None)
+    data["train"].pop("on_nonfinite", None)  # what to do on a NaN: not what was trained
     if data["model"].get("attention", "softmax") == "softmax":
         for key in ADDED_MODEL_KEYS:
             data["model"].pop(key, None)

@@ -13,6 +13,9 @@ kept (``extra="allow"``) and written after the known ones.
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -37,6 +40,30 @@ class _Written(BaseModel):
 
     def write(self, path: Path) -> None:
         write_json(path, self.as_json())
+
+    def write_if_possible(self, path: Path) -> OSError | None:
+        """Writes the file; on a full disk in place, if the new text fits the blocks the old
+        file holds (a failure must be recorded even where no new file can be made). Returns
+        the error when it could not be written at all (None when it was)."""
+        try:
+            self.write(path)
+            return None
+        except OSError as error:
+            failure = error
+        if failure.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return failure
+        text = (json.dumps(self.as_json(), indent=2) + "\n").encode()
+        try:
+            if len(text) > -(-path.stat().st_size // 4096) * 4096:
+                return failure
+            with open(path, "r+b") as handle:
+                handle.write(text)
+                handle.truncate()
+                handle.flush()
+                os.fsync(handle.fileno())
+            return None
+        except OSError:
+            return failure
 
     @classmethod
     def parse(cls: type[Model], data: Any, source: Path | str) -> Model:
@@ -85,6 +112,10 @@ class RunSummary(_Written):
     wall_s: float | None = None
     resume: str | None = None  # the command that resumes a stopped run
     error: str | None = None
+    failed_step: int | None = None  # where a non-finite loss or gradient stopped the run
+    skipped_steps: int | None = None  # steps not applied (non-finite, train.on_nonfinite: skip)
+    skipped_at: list[int] = []  # the first 100 of them
+    config_sha256: str | None = None  # of config.json as written; checked when it is read
 
     @classmethod
     def read_if_present(cls, path: Path) -> RunSummary | None:

@@ -29,11 +29,13 @@ def run_curves(run_dir: Path) -> dict[str, list[float]]:
     """The final model's and the baselines' error curves on the run's own test prompts."""
     from reasonlab.analysis.icl import error_curves
     from reasonlab.tasks import build_task
+    from reasonlab.training.loaded_run import run_precision
 
     run = RunDir(run_dir)
     config = run.load_config()
     probe = build_task(config.task).probes["test"]
-    return error_curves(run.load_model(), probe)
+    bf16 = run_precision(run, config) == "bf16"  # the model scored as the run scored it
+    return error_curves(run.load_model(), probe, autocast=bf16)
 
 
 def _plot(by_class: dict[str, dict[str, np.ndarray]], dims: dict[str, int]) -> bytes:

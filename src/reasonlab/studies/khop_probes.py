@@ -51,8 +51,9 @@ def _learned_positions_note(result: StudyResult, hops: list[int]) -> list[Paragr
             "paper (arXiv 2502.04667) does not ask them in one pass: it answers a three-hop "
             "question with two chained two-hop CoT queries, the second starting from the "
             "first one's answer, and reports 96% of 100 OOD three-hop chains right with a "
-            "2-layer CoT model trained on two-hop facts only. reasonlab does not chain queries; "
-            f"{ROTARY_NOTE}"
+            "2-layer CoT model trained on two-hop facts only. reasonlab chains them the same way "
+            "(the cot-khop study, and reasonlab analyze khop RUN_DIR for any two-hop run); "
+            f"in one pass, {ROTARY_NOTE}"
         )
     ]
 

@@ -18,7 +18,6 @@ import torch
 
 from reasonlab.reporting.content import Claim, Figure, Item, Section, Table, Verdict
 from reasonlab.reporting.seeds import mean_present, spread, variant_of
-from reasonlab.runs.folder import RunDir
 from reasonlab.runs.summary import StudyResult, StudyRun
 
 
@@ -68,17 +67,19 @@ def _plot_lengths(curves: dict[str, dict[int, list[float]]], families: dict[str,
 
 
 def _position_accuracy(run_dir: Path, probe: str) -> list[float]:
-    """Accuracy at each copied position of ``probe`` for the run's final model (greedy)."""
+    """Accuracy at each copied position of ``probe`` for the run's final model (greedy), in the
+    run's own precision, as its metrics were scored."""
     from reasonlab.tasks import build_task
     from reasonlab.tasks.copy import position_accuracy
     from reasonlab.training.evaluation import greedy_complete
+    from reasonlab.training.loaded_run import load_run
+    from reasonlab.training.precision import autocast_context
 
-    run = RunDir(run_dir)
-    loaded = run.load_config()
-    data = build_task(loaded.task)
+    loaded = load_run(run_dir)
+    data = build_task(loaded.config.task)
     chosen = data.probes[probe]
-    model = run.load_model(run.checkpoint_steps()[-1], loaded).eval()
-    with torch.inference_mode():
+    model = loaded.model
+    with torch.inference_mode(), autocast_context(torch.device("cpu"), loaded.autocast):
         generated = torch.cat(
             [
                 greedy_complete(

@@ -13,7 +13,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +24,22 @@ from reasonlab.config import (
     ModelConfig,
     RunConfig,
     TrainConfig,
-    apply_overrides,
-    config_from_dict,
 )
-from reasonlab.core.files import write_json
+from reasonlab.core.errors import RunFailed
 from reasonlab.models.build import build_model
-from reasonlab.runs.checkpoints import TrainingCheckpoints, unpack_state
-from reasonlab.runs.folder import RunDir, check_data_fingerprint, versions
+from reasonlab.runs.checkpoints import TrainingCheckpoints
+from reasonlab.runs.folder import RunDir, versions
+from reasonlab.runs.integrity import config_digest
+from reasonlab.runs.metrics import finite_record
 from reasonlab.runs.summary import RunSummary
 from reasonlab.tasks import Task, build_task
 from reasonlab.tasks.base import Batch, sample_probes
 from reasonlab.training.evaluation import evaluate
+from reasonlab.training.nonfinite import check_finite, gradient_norm, nonfinite_failure
 from reasonlab.training.precision import autocast_context, precision_notes, uses_bf16
 from reasonlab.training.progress import Progress
-
-RESERVED_KEYS = ("step", "loss", "lr", "tokens", "elapsed_s")
+from reasonlab.training.resume import prepare_resume
+from reasonlab.training.state import History, Training
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,10 +89,15 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_task_model(model_config: ModelConfig, data: Task) -> nn.Module:
-    """The model of ``model_config`` reading and writing what the task does (``Task.io``)."""
+def build_task_model(
+    model_config: ModelConfig, data: Task, device: torch.device | None = None
+) -> nn.Module:
+    """The model of ``model_config`` reading and writing what the task does (``Task.io``),
+    refused before allocation if it would not fit the memory of ``device`` (or the machine)."""
     io = data.io()
-    return build_model(model_config, io.vocab_size, io.max_seq_len, io.input_dim, io.output_dim)
+    return build_model(
+        model_config, io.vocab_size, io.max_seq_len, io.input_dim, io.output_dim, device=device
+    )
 
 
 def step_loss(model: nn.Module, data: Task, batch: Batch) -> Tensor:
@@ -103,62 +108,6 @@ def step_loss(model: nn.Module, data: Task, batch: Batch) -> Tensor:
 # ----------------------------------------------------------------------------- the loop
 
 
-@dataclass
-class History:
-    records: list[dict[str, Any]] = field(default_factory=list)
-    step: int = 0  # the last optimizer step completed
-
-    def probe_keys(self) -> list[str]:
-        keys: dict[str, None] = {}
-        for record in self.records:
-            keys.update({k: None for k in record if k not in RESERVED_KEYS})
-        return list(keys)
-
-    def summary(self, threshold: float, higher_is_better: bool = True) -> dict[str, Any]:
-        """Final and best value of every probe key, and the first step each reached the
-        threshold: at or above it for an accuracy, at or below it for an error."""
-        keys = self.probe_keys()
-        final = {k: self.records[-1].get(k) for k in keys} if self.records else {}
-        pick = max if higher_is_better else min
-        best = {
-            k: pick((r[k] for r in self.records if r.get(k) is not None), default=None)
-            for k in keys
-        }
-
-        def reached(value: float | None) -> bool:
-            if value is None:
-                return False
-            return value >= threshold if higher_is_better else value <= threshold
-
-        steps = {
-            k: next((r["step"] for r in self.records if reached(r.get(k))), None) for k in keys
-        }
-        return {"final": final, "best": best, "steps_to_threshold": steps}
-
-
-@dataclass
-class Training:
-    """Everything the loop of one run works with: what was built, and where training stands."""
-
-    config: RunConfig
-    run: RunDir
-    data: Task
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    device: torch.device
-    autocast: bool
-    checkpoints: TrainingCheckpoints
-    history: History
-    progress: Progress | None = None
-    start_step: int = 0
-    elapsed_before: float = 0.0  # wall seconds of the run before this process took it over
-    tokens_seen: int = 0
-    started: float = field(default_factory=time.perf_counter)
-
-    def elapsed(self) -> float:
-        return round(self.elapsed_before + time.perf_counter() - self.started, 3)
-
-
 def train(
     config: RunConfig,
     out: str | Path,
@@ -167,6 +116,7 @@ def train(
     data: Task | None = None,
     allow_data_change: bool = False,
     on_resume: Callable[[int], None] | None = None,
+    from_step: int | None = None,
 ) -> dict[str, Any]:
     """Trains one run into the folder ``out`` (new, or an existing one with ``resume``).
 
@@ -175,8 +125,13 @@ def train(
     fingerprint compared with the one recorded when the run was made (``allow_data_change``
     proceeds on a mismatch and notes it). A resume whose ``train.steps`` is larger than the
     recorded one continues the run to the new length. ``on_resume(step)`` is called once every
-    check has passed, before training resumes at ``step``. Returns what the run's summary.json
-    holds (``RunSummary``, as JSON)."""
+    check has passed, before training resumes at ``step``. ``from_step`` resumes from that
+    checkpoint when every newer one is damaged (they are set aside as ``*.damaged``).
+
+    A non-finite loss or gradient norm stops the run (``RunFailed``, summary.json ``failed``
+    with the step) or skips the step (``train.on_nonfinite: skip_step``). A file-system error
+    (a full disk) ends the run as ``failed`` where summary.json can still be written. Returns
+    what the run's summary.json holds (``RunSummary``, as JSON)."""
     run = RunDir(out)
     device = resolve_device(config.train.device)
     autocast = uses_bf16(config.train, device)
@@ -184,11 +139,14 @@ def train(
     if data.resolved:  # what the data decides (e.g. the CoT pattern of a data_dir folder)
         config = config.model_copy(update={"task": config.task.model_copy(update=data.resolved)})
     torch.manual_seed(config.train.seed)
-    model = build_task_model(config.model, data).to(device)
+    model = build_task_model(config.model, data, device).to(device)
     optimizer = make_optimizer(model, config.train)
     # Only now, with data and model built (bad input already refused), touch the folder.
     if resume:
         run.load_config()  # a clear error for a missing folder, a study folder, ...
+        run.check_writable()
+    elif from_step is not None:
+        raise ConfigError("--from-step: only with --resume")
     else:
         run.claim()
     state = Training(
@@ -203,7 +161,7 @@ def train(
         History(),
     )
     with run.lock():
-        return _train_locked(state, resume, allow_data_change, on_resume)
+        return _train_locked(state, resume, allow_data_change, on_resume, from_step)
 
 
 def _train_locked(
@@ -211,6 +169,7 @@ def _train_locked(
     resume: bool,
     allow_data_change: bool,
     on_resume: Callable[[int], None] | None,
+    from_step: int | None = None,
 ) -> dict[str, Any]:
     config, run, data = state.config, state.run, state.data
     notes = list(data.notes) + schedule_notes(config.train)
@@ -222,7 +181,7 @@ def _train_locked(
         )
     fingerprint = data.fingerprint()
     if resume:
-        notes = _prepare_resume(state, fingerprint, notes, allow_data_change, on_resume)
+        notes = prepare_resume(state, fingerprint, notes, allow_data_change, on_resume, from_step)
     else:
         run.create(config, data.vocab)
     for note in notes:
@@ -241,6 +200,7 @@ def _train_locked(
         metric=data.metric.as_dict(),
         notes=notes,
         versions=versions(),
+        config_sha256=config_digest(config.model_dump(mode="json")),
     )
     if state.checkpoints.kept:
         summary.continued_from = sorted(state.checkpoints.kept)
@@ -257,13 +217,21 @@ def _train_locked(
         device=state.device.type,
     )
     state.started = time.perf_counter()
-    status, error = "failed", None
+    status, error, failed_step = "failed", None, None
     try:
         _loop(state)
         status = "completed"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
+    except RunFailed as exc:
+        error, failed_step = str(exc), exc.step
+        raise
+    except OSError as exc:  # a full disk, a read-only file system: the cause is outside
+        error = f"{exc.filename or run.path}: cannot write ({exc.strerror})"
+        raise ConfigError(
+            f"{error}; the run is marked failed and resumes with: reasonlab run --resume {run.path}"
+        ) from None
     except Exception as exc:  # recorded in the summary, then re-raised
         error = f"{type(exc).__name__}: {exc}"
         raise
@@ -279,59 +247,21 @@ def _train_locked(
                 "wall_s": state.elapsed(),
             }
         )
-        if status != "completed" and checkpoints:
+        if state.skipped:
+            summary.skipped_steps = len(state.skipped)
+            summary.skipped_at = state.skipped[:100]
+        if status != "completed" and checkpoints and failed_step is None:
             summary.resume = f"reasonlab run --resume {run.path}"
         if error:
             summary.error = error
-        summary.write(run.summary_path)
-    return summary.as_json()
-
-
-def _prepare_resume(
-    state: Training,
-    fingerprint: str,
-    notes: list[str],
-    allow_data_change: bool,
-    on_resume: Callable[[int], None] | None,
-) -> list[str]:
-    """Checks everything a resume depends on, restores the newest checkpoint into ``state``,
-    and only then repairs the folder. Returns the run's notes."""
-    config, run, checkpoints = state.config, state.run, state.checkpoints
-    previous = RunSummary.read_if_present(run.summary_path) or RunSummary()
-    data_note = check_data_fingerprint(run, fingerprint, allow_data_change)
-    start_step, saved = checkpoints.resume_point()
-    recorded_steps = run.load_config().train.steps
-    checkpoints.kept = set(previous.continued_from)
-    notes = list(dict.fromkeys([*previous.notes, *notes]))
-    if recorded_steps != config.train.steps:
-        if config.train.steps <= start_step:
+            summary.failed_step = failed_step
+        unwritten = summary.write_if_possible(run.summary_path)
+        if unwritten is not None and status == "completed":
             raise ConfigError(
-                f"train.steps: {config.train.steps} is not beyond step {start_step}, "
-                "where the run's newest checkpoint is"
+                f"{run.summary_path}: cannot write ({unwritten.strerror}); the run trained to "
+                f"its end: once the disk has room, reasonlab run --resume {run.path} writes it"
             )
-        checkpoints.kept.add(start_step)
-        notes.append(
-            f"continued from step {start_step}: train.steps {recorded_steps} -> "
-            f"{config.train.steps}"
-        )
-    if data_note:
-        notes.append(data_note)
-    if saved is not None:
-        tensors, metadata = saved
-        path = str(run.checkpoint_path(start_step))
-        unpack_state(
-            tensors, state.model, state.optimizer, metadata["param_groups"], state.device, path
-        )
-        state.elapsed_before, state.tokens_seen = metadata["elapsed_s"], metadata["tokens"]
-        state.start_step = state.history.step = start_step
-    # every check passed and the checkpoint is restored: only now may the folder change
-    if on_resume is not None:
-        on_resume(start_step)
-    if recorded_steps != config.train.steps:
-        write_json(run.config_path, config.model_dump(mode="json"))
-    # repair what a killed process left behind
-    state.history.records = checkpoints.repair(start_step if saved is not None else -1)
-    return notes
+    return summary.as_json()
 
 
 WARNING_PREFIX = "warning: "
@@ -347,21 +277,6 @@ def schedule_notes(cfg: TrainConfig) -> list[str]:
             f"{cfg.lr:g}"
         ]
     return []
-
-
-def extend_config(config: RunConfig, overrides: list[str]) -> RunConfig:
-    """A run's config with ``--set`` overrides for ``--resume``: only ``train.steps`` may change
-    (continue the run to more steps); anything else would make the checkpoints mean something
-    else."""
-    data = apply_overrides(config.model_dump(mode="json"), overrides)
-    extended = config_from_dict(data)
-    for text in overrides:
-        key = text.split("=", 1)[0].strip()
-        if key != "train.steps":
-            raise ConfigError(
-                f"--set {key}: with --resume only train.steps can change (to continue a run)"
-            )
-    return extended
 
 
 def _loop(state: Training) -> None:
@@ -388,14 +303,16 @@ def _loop(state: Training) -> None:
         progress.evaluating(step)
         probes = data.probes if step == train_cfg.steps else sampled
         accuracies = evaluate(model, probes, eval_cfg.batch_size, device, state.autocast)
-        record = {
-            "step": step,
-            **accuracies,
-            "loss": loss,
-            "lr": learning_rate(max(step - 1, 0), train_cfg),
-            "tokens": state.tokens_seen,
-            "elapsed_s": state.elapsed(),
-        }
+        record = finite_record(
+            {
+                "step": step,
+                **accuracies,
+                "loss": loss,
+                "lr": learning_rate(max(step - 1, 0), train_cfg),
+                "tokens": state.tokens_seen,
+                "elapsed_s": state.elapsed(),
+            }
+        )
         run.append_metrics(record)
         history.records.append(record)
         return record
@@ -413,21 +330,27 @@ def _loop(state: Training) -> None:
             loss = step_loss(model, data, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if train_cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-        optimizer.step()
-        loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
+        loss_value, finite = check_finite(loss, gradient_norm(model, train_cfg.grad_clip))
+        if finite:
+            optimizer.step()
+            loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
+        elif train_cfg.on_nonfinite == "skip_step":
+            state.skipped.append(step + 1)
+        else:
+            raise nonfinite_failure(state, step + 1, loss_value)
         state.tokens_seen += batch.units
         done = history.step = step + 1
         progress.step_done(done)
         if done % eval_cfg.every and done != train_cfg.steps:
             continue
-        record = log_evaluation(done, round(loss_sum / loss_count, 6))
+        mean_loss = round(loss_sum / loss_count, 6) if loss_count else None
+        record = log_evaluation(done, mean_loss)
         loss_sum, loss_count = 0.0, 0
         progress.evaluated(record)
         metadata = {
             "elapsed_s": record["elapsed_s"],
             "tokens": state.tokens_seen,
             "model_shape": model_shape,
+            "record": record,  # rebuilds the step's metrics line if a kill tore it
         }
         state.checkpoints.save(done, model, optimizer, metadata)

@@ -2,8 +2,10 @@
 
 In a terminal: a live bar that keeps the step and the ETA on the left, so they stay visible at 80
 columns (the loss and the headline accuracies come last and are the ones cut). Anywhere else (a
-log file, a pipe): one plain line per evaluation. Either way, once a few steps are timed, one line
-estimating the job's duration, which also says when a long job on a CPU is meant for a GPU.
+log file, a pipe): one plain line per evaluation. Either way, once enough steps are timed (at least
+``TIMED_STEPS`` of them and ``MIN_TIMED_S`` seconds), one line estimating the job's duration from
+the measured steps and evaluations only, saying that it is an estimate and when a long job on a
+CPU is meant for a GPU.
 
 Progress reads only a clock, never an RNG, so it cannot change a training result. It also keeps a
 small record of the run being trained (its folder and the step reached), which the command line
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 TIMED_STEPS = 5  # steps timed for the estimate, after the first (which pays one-off set-up costs)
+# ... and the seconds they must add up to at least: a handful of fast steps on a loaded machine
+# measured 7x less than the job then took
+MIN_TIMED_S = 3.0
 LONG_ON_CPU_S = 30 * 60  # an estimate beyond this on a CPU says the configuration wants a GPU
 
 
@@ -149,8 +154,15 @@ class StepClock:
         return self.clock() - self.began
 
 
+def estimate_ready(clock: StepClock) -> bool:
+    """Whether enough steps are timed for the estimate: ``TIMED_STEPS`` after the first, which
+    add up to ``MIN_TIMED_S`` seconds at least."""
+    return clock.timed_steps >= TIMED_STEPS and clock.timed_s >= MIN_TIMED_S
+
+
 def estimate_line(clock: StepClock, device: str) -> str | None:
-    """One line with the job's estimated duration, once ``TIMED_STEPS`` steps are timed."""
+    """One line with the job's estimated duration from the steps and evaluations measured so
+    far (evaluations not yet timed are said and not counted)."""
     eta, per_step = clock.eta(), clock.seconds_per_step()
     if eta is None or per_step is None:
         return None
@@ -159,12 +171,16 @@ def estimate_line(clock: StepClock, device: str) -> str | None:
     span = f"{clock.total} steps" if clock.start == 0 else f"steps {clock.start + 1}-{clock.total}"
     rate = f"{per_step:.3g} s/step" if per_step >= 0.01 else f"{per_step * 1000:.3g} ms/step"
     per_eval = clock.seconds_per_eval()
+    left = clock.evals_left()
     evals = (
-        f"{clock.evals_left()} evaluations of {per_eval:.3g} s"
+        f"{left} evaluations of {per_eval:.3g} s"
         if per_eval is not None
-        else "evaluations not yet timed"
+        else f"{left} evaluations not yet timed, not counted"
     )
-    line = f"estimate: ~{duration(total_s)} for {span} ({rate} over steps {first}-{last}; {evals})"
+    line = (
+        f"estimate: ~{duration(total_s)} for {span}, from what was measured so far ({rate} over "
+        f"steps {first}-{last}; {evals}); the machine's load changes it"
+    )
     if device == "cpu" and total_s > LONG_ON_CPU_S:
         line += (
             "; this configuration is meant for a GPU (on a CPU, use a smaller one, "
@@ -220,7 +236,7 @@ class Progress:
     def step_done(self, step: int) -> None:
         self.run_record.step = step
         self.clock.step_done(step)
-        if not self.estimated and self.clock.timed_steps >= TIMED_STEPS:
+        if not self.estimated and estimate_ready(self.clock):
             self.estimated = True
             line = estimate_line(self.clock, self.device)
             if line is not None:
