@@ -94,6 +94,7 @@ def test_training_writes_its_summary_through_the_model(tmp_path):
         "steps",
         "device",
         "precision",
+        "precision_reason",
         "num_parameters",
         "data_fingerprint",
         "data_stats",

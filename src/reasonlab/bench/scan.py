@@ -1,7 +1,8 @@
 """Benchmark of the selective scan: forward + backward of reasonlab's scan (``selective_scan``
-as the model calls it: the compiled scan on CPU for large inputs, else the eager chunked scan),
-of its eager chunked scan alone, of mambapy's parallel (Blelloch) scan and of the sequential loop
-(``selective_scan_reference``).
+as the model calls it: the compiled scan on CPU for large inputs, else the eager chunked scan; on
+CUDA mamba-ssm's kernel when it imports, else the parallel scan), of its eager chunked scan
+alone, of its parallel scan alone (``reasonlab_parallel``), of mambapy's parallel (Blelloch) scan
+and of the sequential loop (``selective_scan_reference``).
 
 Every method computes the same thing from the same inputs: softplus(delta + delta_bias), the
 decays exp(delta * A), the drives delta * u * B, the state recurrence, y = C . h + D * u; then one
@@ -18,11 +19,19 @@ kernels are compiled) and reports how far the peak (``VmHWM``) rose above the re
 that moment during one forward + backward. That counts every allocation (torch's CPU allocator
 hands large blocks back to the system when they are freed), which tracemalloc would not see.
 
+On CUDA (``device="cuda"``) every run ends with a synchronisation, and the peak memory is
+torch's peak allocation above what was allocated before the run, in process. The comparison on a
+lent GPU at the COPY shape and the wide shape is one command::
+
+    python -m reasonlab.bench.scan --device cuda --copy     # batch 64, d_inner 256, L 40
+    python -m reasonlab.bench.scan --device cuda --wide     # batch 64, d_inner 1024, L 40
+
 ``reasonlab bench scan`` and ``benchmarks/scan_speed.py`` call ``scan_benchmark``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -37,28 +46,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from reasonlab.config import ConfigError
 from reasonlab.models.scan import compiled as compiled_scan
+from reasonlab.models.scan import cuda as cuda_scan
 from reasonlab.models.scan import (
     selective_scan,
     selective_scan_chunked,
+    selective_scan_parallel,
     selective_scan_reference,
 )
 from reasonlab.models.scan import threads as scan_threads
 from reasonlab.models.scan.chunked import chunk_length
 
-METHODS = ("reasonlab", "reasonlab_eager", "mambapy", "sequential")
+METHODS = ("reasonlab", "reasonlab_eager", "reasonlab_parallel", "mambapy", "sequential")
 # Also known to scan_function: reasonlab_one_thread, our scan with its batch rows on the
 # calling thread alone (SCAN_THREADS = 1) instead of torch's number of threads.
 SCAN_INPUTS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 # The scan of a COPY-like Mamba language model (2 layers of d_model 128, batch 64, 40 tokens):
 # ``reasonlab bench scan --batch 64 --lengths 40`` or ``benchmarks/scan_speed.py --copy``.
 COPY_SHAPE = {"batch": 64, "d_inner": 256, "d_state": 16, "lengths": (40,)}
+# The wide shape of issue 22 (8 layers of d_model 512: d_inner 1024), same batch and length.
+WIDE_SHAPE = {"batch": 64, "d_inner": 1024, "d_state": 16, "lengths": (40,)}
 
 
 def make_scan_inputs(
-    batch: int, d_inner: int, d_state: int, length: int, seed: int = 0
+    batch: int, d_inner: int, d_state: int, length: int, seed: int = 0, device: str = "cpu"
 ) -> dict[str, Tensor]:
-    """float32 inputs in mamba-ssm's layout with Mamba's initialisation; leaves needing grad."""
+    """float32 inputs in mamba-ssm's layout with Mamba's initialisation (drawn on the CPU, then
+    moved to ``device``); leaves needing grad."""
     g = torch.Generator().manual_seed(seed)
     dt = torch.exp(
         torch.rand(d_inner, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)
@@ -72,7 +87,7 @@ def make_scan_inputs(
         "D": torch.ones(d_inner),
         "delta_bias": dt + torch.log(-torch.expm1(-dt)),  # softplus(bias) = dt
     }
-    return {k: v.requires_grad_() for k, v in inputs.items()}
+    return {k: v.to(device).requires_grad_() for k, v in inputs.items()}
 
 
 def _mambapy_scan(
@@ -97,6 +112,10 @@ def scan_function(method: str) -> Callable[..., Tensor]:
         return lambda *args: selective_scan_chunked(
             *args[:6], delta_bias=args[6], delta_softplus=True
         )
+    if method == "reasonlab_parallel":  # the parallel scan, also where auto picks another
+        return lambda *args: selective_scan_parallel(
+            *args[:6], delta_bias=args[6], delta_softplus=True
+        )
     if method == "reasonlab_one_thread":  # SCAN_THREADS = 1 set by _forward_backward
         return scan_function("reasonlab")
     if method == "sequential":
@@ -119,8 +138,23 @@ def _forward_backward(
         scan_threads.SCAN_THREADS = 1
     try:
         fn(*(inputs[k] for k in SCAN_INPUTS)).backward(grad)
+        if grad.is_cuda:  # CUDA runs asynchronously: the run ends when its kernels have
+            torch.cuda.synchronize(grad.device)
     finally:
         scan_threads.SCAN_THREADS = previous
+
+
+def _cuda_peak_memory(
+    fn: Callable[..., Tensor], inputs: dict[str, Tensor], grad: Tensor
+) -> dict[str, float]:
+    """On CUDA: torch's peak allocation during one forward + backward above what was allocated
+    before it (MiB), in process."""
+    _forward_backward(fn, inputs, grad)  # gradients of the earlier run freed, then allocated
+    before = torch.cuda.memory_allocated(grad.device)
+    torch.cuda.reset_peak_memory_stats(grad.device)
+    _forward_backward(fn, inputs, grad)
+    peak = torch.cuda.max_memory_allocated(grad.device)
+    return {"peak_extra_mib": round(max(0, peak - before) / 2**20, 1)}
 
 
 def _status_kib(field: str) -> int:
@@ -185,11 +219,16 @@ def scan_benchmark(
     methods: Sequence[str] = METHODS,
     sequential_max_length: int = 1024,
     memory: bool = True,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Times forward + backward of each method at each length (float32) and measures peak
     memory; returns a JSON-ready dict (``format_scan_table`` renders it). The sequential loop
     runs once per length (no warm-up) and only up to ``sequential_max_length``: it takes
-    seconds per run. ``threads``: torch's intra-op threads (default: as set)."""
+    seconds per run. ``threads``: torch's intra-op threads (default: as set). ``device``: cpu
+    or cuda[:N] (where the compiled scan and the row threads do not apply)."""
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda and not torch.cuda.is_available():
+        raise ConfigError(f"--device: {device} asked for, but torch sees no CUDA GPU here")
     if threads is not None:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
@@ -207,8 +246,9 @@ def scan_benchmark(
     shape = {"batch": batch, "d_inner": d_inner, "d_state": d_state}
     cases: list[dict[str, Any]] = []
     for length in lengths:
-        inputs = make_scan_inputs(batch, d_inner, d_state, length)
+        inputs = make_scan_inputs(batch, d_inner, d_state, length, device=device)
         grad = torch.randn(batch, d_inner, length, generator=torch.Generator().manual_seed(1))
+        grad = grad.to(device)
         runs = {
             m: scan_function(m)
             for m in available
@@ -239,7 +279,9 @@ def scan_benchmark(
             }
             if m in first:
                 case["first_s"] = round(first[m], 3)
-            if memory:
+            if memory and on_cuda:
+                case.update(_cuda_peak_memory(runs[m], inputs, grad))
+            elif memory:
                 case.update(_peak_memory_subprocess(m, length, shape, threads))
             cases.append(case)
     result: dict[str, Any] = {
@@ -247,9 +289,10 @@ def scan_benchmark(
         "lengths": list(lengths),
         "dtype": "float32",
         "threads": threads,
+        "device": torch.cuda.get_device_name(device) if on_cuda else "cpu",
         "chunk_length": {L: chunk_length(batch, d_inner, d_state, L, None) for L in lengths},
         # What reasonlab (auto) ran per length: the compiled scan or the eager chunked one.
-        "reasonlab_ran": {L: _auto_method(batch, d_inner, d_state, L) for L in lengths},
+        "reasonlab_ran": {L: _auto_method(batch, d_inner, d_state, L, device) for L in lengths},
         "compiled_chunk": compiled_scan.COMPILED_CHUNK,
         "compile_error": compiled_scan._compile_error,
         "torch": torch.__version__,
@@ -262,8 +305,10 @@ def scan_benchmark(
     return result
 
 
-def _auto_method(batch: int, d_inner: int, d_state: int, length: int) -> str:
-    """The scan selective_scan's auto dispatch picks for float32 CPU inputs of this shape."""
+def _auto_method(batch: int, d_inner: int, d_state: int, length: int, device: str = "cpu") -> str:
+    """The scan selective_scan's auto dispatch picks for float32 inputs of this shape."""
+    if torch.device(device).type == "cuda":
+        return "cuda" if cuda_scan.mamba_ssm_kernel() is not None else "parallel"
     u, A = torch.empty(batch, d_inner, length), torch.empty(d_inner, d_state)
     return "compiled" if compiled_scan.compiled_scan_applies(u, A) else "chunked"
 
@@ -288,7 +333,8 @@ def format_scan_table(result: dict[str, Any]) -> str:
     shape = result["shape"]
     lines = [
         f"Selective scan, forward + backward, batch {shape['batch']}, d_inner "
-        f"{shape['d_inner']}, N {shape['d_state']}, {result['dtype']}, {result['threads']} "
+        f"{shape['d_inner']}, N {shape['d_state']}, {result['dtype']}, on "
+        f"{result.get('device', 'cpu')}, {result['threads']} "
         f"thread(s), load average {result['load_average_1m']} on {result['cpus']} CPUs",
         "",
         "| L | method | median s | min s | runs | first run s | peak extra MiB "
@@ -346,3 +392,43 @@ def chunk_size_sweep(
         "load_average_1m": round(os.getloadavg()[0], 2),
         "median_s": medians,
     }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m reasonlab.bench.scan``: the benchmark on any device (``reasonlab bench scan``
+    runs it on the CPU); the table on stderr, then JSON on stdout."""
+    parser = argparse.ArgumentParser(
+        prog="python -m reasonlab.bench.scan", description=main.__doc__
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    shapes = parser.add_mutually_exclusive_group()
+    shapes.add_argument("--copy", action="store_true", help="the COPY shape: 64 x 256, L 40")
+    shapes.add_argument("--wide", action="store_true", help="the wide shape: 64 x 1024, L 40")
+    parser.add_argument("--lengths", default="64,256,1024", help="comma-separated lengths")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--d-inner", type=int, default=256)
+    parser.add_argument("--d-state", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-memory", action="store_true", help="skip peak memory")
+    args = parser.parse_args(argv)
+    shape: dict[str, Any] = {
+        "batch": args.batch,
+        "d_inner": args.d_inner,
+        "d_state": args.d_state,
+        "lengths": tuple(int(part) for part in args.lengths.split(",") if part.strip()),
+    }
+    if args.copy or args.wide:
+        shape = dict(COPY_SHAPE if args.copy else WIDE_SHAPE)
+    result = scan_benchmark(
+        shape.pop("lengths"),
+        **shape,
+        repeats=args.repeats,
+        memory=not args.no_memory,
+        device=args.device,
+    )
+    print(format_scan_table(result), file=sys.stderr)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,12 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from reasonlab.cli.options import batch_option, d_state_option, repeats_option
+from reasonlab.cli.options import (
+    batch_option,
+    d_state_option,
+    overrides_option,
+    repeats_option,
+)
 from reasonlab.config import ConfigError
 
 
@@ -183,4 +188,52 @@ def evaluation(
 
     result = eval_benchmark(run_dir, repeats=repeats or 3)
     typer.echo(format_eval_table(result), err=True)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command("study")
+def study(
+    name: str = typer.Argument(..., metavar="NAME", help="A ready study (reasonlab study --list)."),
+    preset: str = typer.Option("cpu", "--preset", help="The study's preset."),
+    pack: str = typer.Option(
+        "8",
+        "--pack",
+        help="The packed case's --pack (auto, off or K; default 8, what auto takes on CUDA).",
+    ),
+    seeds: int | None = typer.Option(None, "--seeds", min=1, help="Seeds per configuration."),
+    set_: list[str] = overrides_option("Override a config key in every run (repeatable)."),
+) -> None:
+    """A study's runs trained packed and unpacked, each into a temporary folder: wall time, runs
+    per hour and utilization (a markdown table on stderr, then JSON). Training only: the
+    analysis and the report, the same for both, are left out."""
+    import contextlib
+    import sys
+
+    from reasonlab.bench.study import format_study_table, time_study
+    from reasonlab.experiments.study import run_study
+    from reasonlab.experiments.study_spec import STUDIES, study_configs
+    from reasonlab.experiments.trials import parse_pack
+    from reasonlab.training.loop import resolve_device
+
+    parse_pack(pack)
+    if name not in STUDIES:
+        raise ConfigError(f"NAME: unknown study {name!r} (known: {', '.join(STUDIES)})")
+    spec = STUDIES[name]
+    if preset not in spec.presets:
+        raise ConfigError(f"--preset: {preset!r} is not a preset of {name}")
+    configs = study_configs(spec, preset, spec.seeds if seeds is None else seeds, set_)
+    device = str(resolve_device(next(iter(configs.values())).train.device))
+
+    def train(folder: Path, pack_value: str, extra: tuple[str, ...] = ()) -> int:
+        with contextlib.redirect_stdout(sys.stderr):  # the runs' lines; stdout is the JSON
+            result = run_study(name, preset, seeds, folder, [*set_, *extra], pack=pack_value)
+        return len(result.runs)
+
+    def warmup(folder: Path, pack_value: str) -> int:  # one step per run, untimed
+        return train(folder, pack_value, ("train.steps=1", "train.warmup_steps=0"))
+
+    cases = {"unpacked": "off", "packed": pack}
+    result = time_study(train, cases, device, warmup)
+    result |= {"study": name, "preset": preset, "overrides": list(set_)}
+    typer.echo(format_study_table(result), err=True)
     typer.echo(json.dumps(result, indent=2))

@@ -82,3 +82,15 @@ def batch_option(help_text: str) -> Any:
 def d_state_option(help_text: str) -> Any:
     """``--d-state``: Mamba's state size N in a benchmark."""
     return typer.Option(16, "--d-state", min=1, help=help_text)
+
+
+PACK_HELP = (
+    "Train compatible runs (same model shape, steps, batch, device, precision) together as one "
+    "batched model, each into its own run folder: auto (off on a CPU, packs of 8 on CUDA), off, "
+    "or K (packs of at most K)."
+)
+
+
+def pack_option() -> Any:
+    """``--pack auto|off|K``: runs trained together as one batched model."""
+    return typer.Option("auto", "--pack", help=PACK_HELP)

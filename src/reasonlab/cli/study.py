@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from reasonlab.cli.options import jobs_option, out_option, overrides_option, seeds_option
+from reasonlab.cli.options import (
+    jobs_option,
+    out_option,
+    overrides_option,
+    pack_option,
+    seeds_option,
+)
 from reasonlab.config import ConfigError
 from reasonlab.core.files import interrupt_on_sigterm
 
@@ -28,8 +34,10 @@ def study(
         None, "--reuse", help="Copy completed runs with identical configs from this study folder."
     ),
     jobs: int = jobs_option("Runs trained at once, each in its own process (e.g. on a GPU)."),
+    pack: str = pack_option(),
 ) -> None:
     """Run a ready study (a set of runs) and write summary.json and report.html."""
+    from reasonlab.experiments.trials import parse_pack
     from reasonlab.studies import STUDIES, run_study
 
     interrupt_on_sigterm()
@@ -39,10 +47,11 @@ def study(
         return
     if name is None:
         raise ConfigError("NAME: give a study name (reasonlab study --list)")
+    parse_pack(pack)  # a bad value is refused before anything starts
     out = out or Path("runs") / f"{name}-{preset}"
     if reuse is not None and not reuse.is_dir():
         raise ConfigError(f"--reuse: {reuse} is not a folder")
     result = run_study(
-        name, preset=preset, seeds=seeds, out=out, overrides=set_, reuse=reuse, jobs=jobs
+        name, preset=preset, seeds=seeds, out=out, overrides=set_, reuse=reuse, jobs=jobs, pack=pack
     )
     typer.echo(f"{out}: {len(result['runs'])} runs; report {out / 'report.html'}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from reasonlab.cli.options import jobs_option, out_option
+from reasonlab.cli.options import jobs_option, out_option, pack_option
 from reasonlab.config.limits import MAX_TRIALS
 from reasonlab.core.files import interrupt_on_sigterm
 
@@ -32,6 +32,7 @@ def sweep(
         help=f"Refuse a spec of more trials than this (counted before any is built; default "
         f"{MAX_TRIALS:,}).",
     ),
+    pack: str = pack_option(),
 ) -> None:
     """Expand a sweep spec into runs and train them (again: finished trials are skipped, stopped
     ones resumed; a failing trial is recorded and the rest go on). Exit 1 if any trial failed."""
@@ -39,7 +40,7 @@ def sweep(
 
     interrupt_on_sigterm()
     result = run_sweep(
-        spec, out, executor, jobs, address, cpus_per_trial, gpus_per_trial, max_trials
+        spec, out, executor, jobs, address, cpus_per_trial, gpus_per_trial, max_trials, pack
     )
     trials = result["trials"]
     failed = {n: t for n, t in trials.items() if t.get("status") != "completed"}

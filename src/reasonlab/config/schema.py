@@ -57,8 +57,9 @@ class TrainConfig(StrictModel):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
-        description="auto: bf16 autocast on CUDA and on a CPU with bf16 matrix units (AMX, "
-        "AVX512-BF16), else fp32; bf16: autocast anywhere; fp32: none",
+        description="auto: bf16 autocast on CUDA, and on a CPU with bf16 matrix units (AMX, "
+        "AVX512-BF16) for a model of d_model >= 128 and >= 2560 tokens a batch (smaller ones "
+        "are faster in fp32 there), else fp32; bf16: autocast anywhere; fp32: none",
     )
     on_nonfinite: Literal["stop", "skip_step"] = Field(
         "stop",

@@ -6,6 +6,8 @@ Runs are trained one after the other (or ``jobs`` at a time, each in a process o
 that already completed with the same config is reused, one that stopped is resumed, and a folder
 holding a different run is refused; so re-running a study after an interruption continues where
 it stopped, saying for each run "training", "skipped (completed)" or "resuming at step N".
+With ``pack`` (``--pack auto|off|K``, ``trials.plan_packs``) compatible runs train together as one
+batched model (``training/pack.py``), each still into its own run folder; auto is off on a CPU.
 ``OUT/summary.json`` (``StudyResult``: study, preset, seeds, overrides, status, runs, wall_s,
 analysis) is rewritten after every run; the study folder is locked while the study runs.
 """
@@ -24,7 +26,14 @@ from pydantic import ValidationError
 from reasonlab.config import ConfigError, RunConfig
 from reasonlab.core.files import make_dir, read_json
 from reasonlab.experiments.study_spec import STUDIES, StudySpec, study_configs
-from reasonlab.experiments.trials import LocalRunner, plan_run, same_run
+from reasonlab.experiments.trials import (
+    LocalRunner,
+    pack_size,
+    parse_pack,
+    plan_packs,
+    plan_run,
+    same_run,
+)
 from reasonlab.runs.folder import RunDir, hold_lock
 from reasonlab.runs.summary import RunStatus, RunSummary, StudyResult, StudyRun
 
@@ -76,14 +85,17 @@ def run_study(
     jobs: int = 1,
     analyze: Analyze | None = None,
     report: Report | None = None,
+    pack: str | int = "auto",
 ) -> StudyResult:
     """Trains (or skips, or resumes) every run of a study, then its analysis and its report.
     Running it again continues where it stopped: completed runs are skipped, stopped ones
     resumed. The study folder is locked while this runs. ``jobs`` > 1 trains that many runs at
     once, each in a fresh (spawned) process with its share of the CPU threads; the summary still
-    lists the runs in the study's order."""
+    lists the runs in the study's order. ``pack`` (auto, off or K) trains compatible runs in
+    packs of at most K (``trials.plan_packs``)."""
     if jobs < 1:
         raise ConfigError("--jobs: must be at least 1")
+    parse_pack(pack)
     if name not in STUDIES:
         raise ConfigError(f"NAME: unknown study {name!r} (known: {', '.join(STUDIES)})")
     spec = STUDIES[name]
@@ -99,6 +111,7 @@ def run_study(
         previous = _check_study_folder(out, name, preset)
         make_dir(out / "runs")
         plan = {run_name: plan_run(c, out / "runs" / run_name) for run_name, c in configs.items()}
+        packs = plan_packs(configs, pack_size(pack, list(configs.values())))
         runner = LocalRunner(jobs)
         try:
             result = _run_planned(
@@ -110,6 +123,7 @@ def run_study(
                 reuse,
                 configs,
                 plan,
+                packs,
                 previous,
                 runner,
                 analyze,
@@ -131,6 +145,7 @@ def _run_planned(
     reuse: str | Path | None,
     configs: dict[str, RunConfig],
     plan: dict[str, str],
+    packs: list[list[str]],
     previous: StudyResult | None,
     runner: LocalRunner,
     analyze: Analyze | None,
@@ -168,22 +183,31 @@ def _run_planned(
             result.runs[run_name] = StudyRun.parse({**summary, "config": config}, source)
             save("running")
 
-        for run_name, config in configs.items():
-            run_dir = out / "runs" / run_name
-            action = plan[run_name]
-            if (
-                action == "training"
-                and reuse is not None
-                and _copy_completed(Path(reuse) / "runs" / run_name, config, run_dir)
-            ):
-                action = f"reused from {reuse}"
-            print(f"[{spec.name}] {run_name}: {action}", flush=True)
-            pending[run_name] = runner.submit(config, run_dir)
+        for members in packs:
+            for run_name in members:
+                run_dir, action = out / "runs" / run_name, plan[run_name]
+                if (
+                    action == "training"
+                    and reuse is not None
+                    and _copy_completed(Path(reuse) / "runs" / run_name, configs[run_name], run_dir)
+                ):
+                    action = f"reused from {reuse}"
+                packed = f" (pack of {len(members)})" if len(members) > 1 else ""
+                print(f"[{spec.name}] {run_name}: {action}{packed}", flush=True)
+            if len(members) == 1:
+                pending[members[0]] = runner.submit(configs[members[0]], out / "runs" / members[0])
+            else:
+                futures = runner.submit_pack(
+                    [configs[n] for n in members], [out / "runs" / n for n in members]
+                )
+                pending.update(zip(members, futures, strict=True))
             if not runner.parallel:
-                record(run_name)
+                for run_name in members:
+                    record(run_name)
         for run_name in configs:
             if run_name not in result.runs:
                 record(run_name)
+        result.runs = {n: result.runs[n] for n in configs}  # the study's order
         if analyze is not None:
             result.analysis, sections = analyze(out, result)
         status = "completed"

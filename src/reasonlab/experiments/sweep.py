@@ -25,6 +25,9 @@ A sweep is counted before it is expanded (variants x the grid's axis lengths x t
 length x seeds): more than ``MAX_TRIALS`` (10,000) trials is refused unless ``max_trials``
 (``reasonlab sweep --max-trials N``) allows more. A name (the spec's, or a trial's with it) is at
 most 200 characters.
+
+``pack`` (``--pack auto|off|K``, local executor only) trains compatible trials together as one
+batched model (``trials.plan_packs``, ``training/pack.py``), each into its own folder.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from typing import Any
 from reasonlab.config import ConfigError, RunConfig, config_from_dict, read_yaml, set_key
 from reasonlab.config.limits import MAX_NAME, MAX_TRIALS, cut, shown
 from reasonlab.core.files import make_dir, read_json, write_json
-from reasonlab.experiments.trials import LocalRunner, plan_run
+from reasonlab.experiments.trials import LocalRunner, pack_size, parse_pack, plan_packs, plan_run
 from reasonlab.runs.folder import hold_lock
 
 SPEC_FIELDS = ("name", "base", "study", "preset", "variants", "set", "grid", "zip", "seeds")
@@ -263,6 +266,7 @@ def run_sweep(
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float = 0.0,
     max_trials: int = MAX_TRIALS,
+    pack: str | int = "auto",
 ) -> dict[str, Any]:
     """Trains (skips, resumes) every trial of the sweep at ``spec_path`` into ``out`` and
     returns the sweep's summary (also in OUT/summary.json). Everything the spec, the folder and
@@ -273,6 +277,9 @@ def run_sweep(
         raise ConfigError("--jobs: must be at least 1")
     if max_trials < 1:
         raise ConfigError("--max-trials: must be at least 1")
+    size = parse_pack(pack)
+    if executor == "ray" and size is not None and size > 1:
+        raise ConfigError("--pack: packs train with the local executor only; use --pack off")
     spec, trials = load_sweep(spec_path, max_trials)
     out = Path(out)
     previous = _check_sweep_folder(out, spec["name"])
@@ -280,6 +287,8 @@ def run_sweep(
         t.name: plan_run(t.config, out / "runs" / t.name) if t.config else "failed (config)"
         for t in trials
     }
+    valid = {t.name: t.config for t in trials if t.config is not None}
+    packs = plan_packs(valid, 1 if executor == "ray" else pack_size(pack, list(valid.values())))
     if executor == "ray":
         from reasonlab.experiments.ray_executor import RayRunner
 
@@ -289,7 +298,7 @@ def run_sweep(
     try:
         make_dir(out / "runs")
         with hold_lock(out, "sweep folder"):
-            result = _run_trials(spec, trials, plans, out, previous, runner)
+            result = _run_trials(spec, trials, plans, out, previous, runner, packs)
     except BaseException:
         runner.close(stop_workers=True)
         raise
@@ -304,6 +313,7 @@ def _run_trials(
     out: Path,
     previous: dict[str, Any],
     runner: Any,
+    packs: list[list[str]] | None = None,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"sweep": spec["name"], "spec": spec, "status": "running"}
     result["trials"] = {}
@@ -319,15 +329,28 @@ def _run_trials(
     pending: dict[str, Any] = {}
     status = "failed"
     try:
+        by_name = {t.name: t for t in trials}
+        pack_of = {name: members for members in packs or [] for name in members}
         for trial in trials:
-            print(f"[{spec['name']}] {trial.name}: {plans[trial.name]}", flush=True)
+            members = pack_of.get(trial.name, [trial.name])
+            if trial.config is not None and members[0] != trial.name:
+                continue  # submitted with its pack's first trial
+            for name in members:
+                packed = f" (pack of {len(members)})" if len(members) > 1 else ""
+                print(f"[{spec['name']}] {name}: {plans[name]}{packed}", flush=True)
             if trial.config is None:
                 result["trials"][trial.name] = {"status": "failed", "error": trial.error}
                 save("running")
                 continue
-            pending[trial.name] = runner.submit(trial.config, out / "runs" / trial.name)
+            if len(members) == 1:
+                pending[trial.name] = runner.submit(trial.config, out / "runs" / trial.name)
+            else:
+                configs = [by_name[n].config for n in members]
+                futures = runner.submit_pack(configs, [out / "runs" / n for n in members])
+                pending.update(zip(members, futures, strict=True))
             if not runner.parallel:
-                result["trials"][trial.name] = _outcome(pending.pop(trial.name).result())
+                for name in members:
+                    result["trials"][name] = _outcome(pending.pop(name).result())
                 save("running")
         for name, future in pending.items():
             result["trials"][name] = _outcome(future.result())

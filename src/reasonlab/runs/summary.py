@@ -97,6 +97,7 @@ class RunSummary(_Written):
     steps: int | None = None  # train.steps
     device: str | None = None
     precision: str | None = None  # bf16 or fp32
+    precision_reason: str | None = None  # why (training.precision.choose_precision)
     num_parameters: int | None = None
     data_fingerprint: str | None = None
     data_stats: dict[str, Any] = {}

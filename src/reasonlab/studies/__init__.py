@@ -35,15 +35,26 @@ def run_study(
     overrides: list[str] | None = None,
     reuse: str | Path | None = None,
     jobs: int = 1,
+    pack: str | int = "auto",
 ) -> dict[str, Any]:
     """Trains (or skips, or resumes) every run of a study, then its analysis and its report
-    (``reasonlab.experiments.study.run_study``). Returns what the study's summary.json holds
-    (``StudyResult``, as JSON)."""
+    (``reasonlab.experiments.study.run_study``); ``pack``: auto, off or K runs trained together
+    (``training/pack.py``). Returns what the study's summary.json holds (``StudyResult``, as
+    JSON)."""
     spec = STUDIES.get(name)
     analyze = None
     if spec is not None and spec.analysis is not None:
         analyze = importlib.import_module(f"{__name__}.{spec.analysis}").analyze
     result = _study.run_study(
-        name, preset, seeds, out, overrides, reuse, jobs, analyze=analyze, report=_write_report
+        name,
+        preset,
+        seeds,
+        out,
+        overrides,
+        reuse,
+        jobs,
+        analyze=analyze,
+        report=_write_report,
+        pack=pack,
     )
     return result.as_json()

@@ -27,7 +27,7 @@ from reasonlab.runs.folder import RunDir, check_data_fingerprint
 from reasonlab.runs.summary import RunSummary
 from reasonlab.tasks.base import Probe, RegressionProbe
 from reasonlab.training.evaluation import evaluate
-from reasonlab.training.precision import uses_bf16
+from reasonlab.training.precision import precision_for_run
 
 Precision = Literal["run", "bf16", "fp32"]
 PRECISIONS = ("run", "bf16", "fp32")
@@ -55,8 +55,12 @@ def run_precision(run: RunDir, config: RunConfig | None = None) -> str:
     summary = RunSummary.read_if_present(run.summary_path)
     if summary is not None and summary.precision in ("bf16", "fp32"):
         return summary.precision
+    from reasonlab.tasks import build_task
+
     config = config or run.load_config()
-    return "bf16" if uses_bf16(config.train, _training_device(config.train.device)) else "fp32"
+    seq_len = build_task(config.task).io().max_seq_len
+    choice = precision_for_run(config, _training_device(config.train.device), seq_len)
+    return "bf16" if choice.bf16 else "fp32"
 
 
 def load_run(

@@ -28,18 +28,20 @@ from reasonlab.config import (
 from reasonlab.core.errors import RunFailed
 from reasonlab.models.build import build_model
 from reasonlab.runs.checkpoints import TrainingCheckpoints
-from reasonlab.runs.folder import RunDir, versions
-from reasonlab.runs.integrity import config_digest
+from reasonlab.runs.folder import RunDir
 from reasonlab.runs.metrics import finite_record
-from reasonlab.runs.summary import RunSummary
 from reasonlab.tasks import Task, build_task
 from reasonlab.tasks.base import Batch, sample_probes
 from reasonlab.training.evaluation import evaluate
 from reasonlab.training.nonfinite import check_finite, gradient_norm, nonfinite_failure
-from reasonlab.training.precision import autocast_context, precision_notes, uses_bf16
+from reasonlab.training.precision import (
+    autocast_context,
+    precision_for_run,
+    precision_notes,
+)
 from reasonlab.training.progress import Progress
 from reasonlab.training.resume import prepare_resume
-from reasonlab.training.state import History, Training
+from reasonlab.training.state import History, Training, end_summary, start_summary
 
 
 def resolve_device(name: str) -> torch.device:
@@ -134,10 +136,10 @@ def train(
     what the run's summary.json holds (``RunSummary``, as JSON)."""
     run = RunDir(out)
     device = resolve_device(config.train.device)
-    autocast = uses_bf16(config.train, device)
     data = data if data is not None else build_task(config.task)
     if data.resolved:  # what the data decides (e.g. the CoT pattern of a data_dir folder)
         config = config.model_copy(update={"task": config.task.model_copy(update=data.resolved)})
+    autocast = precision_for_run(config, device, data.io().max_seq_len).bf16
     torch.manual_seed(config.train.seed)
     model = build_task_model(config.model, data, device).to(device)
     optimizer = make_optimizer(model, config.train)
@@ -173,7 +175,9 @@ def _train_locked(
 ) -> dict[str, Any]:
     config, run, data = state.config, state.run, state.data
     notes = list(data.notes) + schedule_notes(config.train)
-    notes += precision_notes(config.train, state.device)
+    notes += precision_notes(
+        config.train, state.device, precision_for_run(config, state.device, data.io().max_seq_len)
+    )
     if config.eval.sample is not None:
         notes.append(
             f"evaluations before step {config.train.steps} scored at most {config.eval.sample} "
@@ -187,26 +191,7 @@ def _train_locked(
     for note in notes:
         if note.startswith(WARNING_PREFIX):
             print(f"{run.path}: {note}", file=sys.stderr)
-
-    history = state.history
-    summary = RunSummary(
-        status="running",
-        steps=config.train.steps,
-        device=str(state.device),
-        precision="bf16" if state.autocast else "fp32",
-        num_parameters=sum(p.numel() for p in state.model.parameters()),
-        data_fingerprint=fingerprint,
-        data_stats=data.stats,
-        metric=data.metric.as_dict(),
-        notes=notes,
-        versions=versions(),
-        config_sha256=config_digest(config.model_dump(mode="json")),
-    )
-    if state.checkpoints.kept:
-        summary.continued_from = sorted(state.checkpoints.kept)
-    scores = history.summary(config.eval.threshold, data.metric.higher_is_better)
-    update = {**scores, "step": state.start_step, "wall_s": state.elapsed_before}
-    summary.model_copy(update=update).write(run.summary_path)
+    summary = start_summary(state, notes, fingerprint)
     state.progress = Progress(
         config.log.progress,
         config.train.steps,
@@ -237,24 +222,7 @@ def _train_locked(
         raise
     finally:
         state.progress.close()
-        checkpoints = run.checkpoint_steps()
-        summary = summary.model_copy(
-            update={
-                "status": status,
-                **history.summary(config.eval.threshold, data.metric.higher_is_better),
-                "step": history.step,
-                "last_checkpoint": checkpoints[-1] if checkpoints else None,
-                "wall_s": state.elapsed(),
-            }
-        )
-        if state.skipped:
-            summary.skipped_steps = len(state.skipped)
-            summary.skipped_at = state.skipped[:100]
-        if status != "completed" and checkpoints and failed_step is None:
-            summary.resume = f"reasonlab run --resume {run.path}"
-        if error:
-            summary.error = error
-            summary.failed_step = failed_step
+        summary = end_summary(state, summary, status, error, failed_step)
         unwritten = summary.write_if_possible(run.summary_path)
         if unwritten is not None and status == "completed":
             raise ConfigError(

@@ -1,5 +1,6 @@
-"""Where one run's training stands: what was built for it (``Training``) and the metrics records
-so far with their final, best and threshold scores (``History``)."""
+"""Where one run's training stands: what was built for it (``Training``), the metrics records
+so far with their final, best and threshold scores (``History``), and the summary.json a run
+writes before its first step (``start_summary``, for a run alone and for a pack's member)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from torch import nn
 
 from reasonlab.config import RunConfig
 from reasonlab.runs.checkpoints import TrainingCheckpoints
-from reasonlab.runs.folder import RunDir
+from reasonlab.runs.folder import RunDir, versions
+from reasonlab.runs.integrity import config_digest
 from reasonlab.runs.metrics import NONFINITE_KEY
+from reasonlab.runs.summary import RunSummary
 from reasonlab.tasks import Task
+from reasonlab.training.precision import precision_reason
 from reasonlab.training.progress import Progress
 
 RESERVED_KEYS = ("step", "loss", "lr", "tokens", "elapsed_s", NONFINITE_KEY)
@@ -75,3 +79,63 @@ class Training:
 
     def elapsed(self) -> float:
         return round(self.elapsed_before + time.perf_counter() - self.started, 3)
+
+
+def start_summary(state: Training, notes: list[str], fingerprint: str) -> RunSummary:
+    """Writes the run's summary.json as it stands before its first step (``running``, the
+    scores of a resumed run so far) and returns it, to be completed when training ends."""
+    config, data = state.config, state.data
+    summary = RunSummary(
+        status="running",
+        steps=config.train.steps,
+        device=str(state.device),
+        precision="bf16" if state.autocast else "fp32",
+        precision_reason=precision_reason(
+            config, state.device, data.io().max_seq_len, state.autocast
+        ),
+        num_parameters=sum(p.numel() for p in state.model.parameters()),
+        data_fingerprint=fingerprint,
+        data_stats=data.stats,
+        metric=data.metric.as_dict(),
+        notes=notes,
+        versions=versions(),
+        config_sha256=config_digest(config.model_dump(mode="json")),
+    )
+    if state.checkpoints.kept:
+        summary.continued_from = sorted(state.checkpoints.kept)
+    scores = state.history.summary(config.eval.threshold, data.metric.higher_is_better)
+    update = {**scores, "step": state.start_step, "wall_s": state.elapsed_before}
+    summary.model_copy(update=update).write(state.run.summary_path)
+    return summary
+
+
+def end_summary(
+    state: Training,
+    summary: RunSummary,
+    status: str,
+    error: str | None = None,
+    failed_step: int | None = None,
+) -> RunSummary:
+    """The run's summary as training ends with ``status``: the scores, the step reached, the
+    newest checkpoint, the skipped steps, the error and, where the run can go on, the command
+    that resumes it (not after a non-finite stop: it would diverge again)."""
+    config, run, history = state.config, state.run, state.history
+    checkpoints = run.checkpoint_steps()
+    final = summary.model_copy(
+        update={
+            "status": status,
+            **history.summary(config.eval.threshold, state.data.metric.higher_is_better),
+            "step": history.step,
+            "last_checkpoint": checkpoints[-1] if checkpoints else None,
+            "wall_s": state.elapsed(),
+        }
+    )
+    if state.skipped:
+        final.skipped_steps = len(state.skipped)
+        final.skipped_at = state.skipped[:100]
+    if status != "completed" and checkpoints and failed_step is None:
+        final.resume = f"reasonlab run --resume {run.path}"
+    if error:
+        final.error = error
+        final.failed_step = failed_step
+    return final
