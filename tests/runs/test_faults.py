@@ -17,6 +17,9 @@ import math
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -431,30 +434,35 @@ def test_file_system_errors_of_every_command_are_one_line(
     assert "No space left on device" in one_line_error(err)
 
 
-def _tmpfs(path: Path, size: str) -> bool:
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-    )
-    return mounted.returncode == 0
+@contextmanager
+def tmpfs(size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size``, mounted in a folder of its own (outside pytest's temporary
+    folders, which another pytest process may clean up) and always unmounted; skips the test where
+    mounting is not allowed."""
+    disk = Path(tempfile.mkdtemp(prefix="reasonlab-tmpfs-"))
+    command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)]
+    if shutil.which("mount") is None or subprocess.run(command, capture_output=True).returncode:
+        disk.rmdir()
+        pytest.skip("mounting a tmpfs is not allowed here (the mocked disk tests cover it)")
+    try:
+        yield disk
+    finally:
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True)  # busy: detach
+        disk.rmdir()
 
 
 def test_a_real_full_tmpfs_gives_one_line_and_a_resumable_run(
     config_file, tmp_path, reference, capsys
 ):
-    disk = tmp_path / "disk"
-    if shutil.which("mount") is None or not _tmpfs(disk, "200k"):
-        pytest.skip("mounting a tmpfs is not allowed here (the mocked disk tests cover it)")
-    try:
+    moved = tmp_path / "moved"
+    with tmpfs("200k") as disk:
         out = disk / "run"
         code, _, err = run_cli(["run", config_file, "--out", out], capsys)
         assert code == 2
         assert "No space left on device" in one_line_error(err)
-        moved = tmp_path / "moved"
         if out.exists():
             shutil.copytree(out, moved)
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
     if moved.exists():  # what the full disk kept resumes once there is room
         if (moved / "config.json").exists():
             resumes_to_reference(moved, reference, capsys)
@@ -474,11 +482,8 @@ def test_a_study_started_on_a_folder_in_use_says_so(tmp_path, capsys):
     assert "in use by another reasonlab process" in one_line_error(err)
 
 
-def test_a_real_read_only_file_system_refuses_the_resume(stopped, tmp_path, capsys):
-    disk = tmp_path / "disk"
-    if shutil.which("mount") is None or not _tmpfs(disk, "4m"):
-        pytest.skip("mounting a tmpfs is not allowed here (the mocked disk tests cover it)")
-    try:
+def test_a_real_read_only_file_system_refuses_the_resume(stopped, capsys):
+    with tmpfs("4m") as disk:
         shutil.copytree(stopped, disk / "run")
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         before = snapshot(disk / "run")
@@ -486,5 +491,3 @@ def test_a_real_read_only_file_system_refuses_the_resume(stopped, tmp_path, caps
         assert code == 2
         assert "Read-only file system" in one_line_error(err)
         assert snapshot(disk / "run") == before
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)

@@ -16,6 +16,7 @@ import typer
 from typer.main import get_command
 
 from reasonlab.cli import analyze, bench
+from reasonlab.cli.claims import claims
 from reasonlab.cli.config import config_keys
 from reasonlab.cli.data import data
 from reasonlab.cli.export import export
@@ -42,6 +43,7 @@ app.command("sweep")(sweep)
 app.command("runs")(runs)
 app.command("export")(export)
 app.command("config")(config_keys)
+app.command("claims")(claims)
 app.add_typer(bench.app, name="bench")
 app.add_typer(analyze.app, name="analyze")
 

@@ -9,15 +9,20 @@ it stopped, saying for each run "training", "skipped (completed)" or "resuming a
 With ``pack`` (``--pack auto|off|K``, ``trials.plan_packs``) compatible runs train together as one
 batched model (``training/pack.py``), each still into its own run folder; auto is off on a CPU.
 ``OUT/summary.json`` (``StudyResult``: study, preset, seeds, overrides, status, runs, wall_s,
-analysis) is rewritten after every run; the study folder is locked while the study runs.
+analysis, claims, machine, date) is rewritten after every run; the study folder is locked while
+the study runs. The claims are those among the analysis's report items (``Claim``, plain data,
+sections walked), each with a stable id: its key, or STUDY-N by its position.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +39,54 @@ from reasonlab.experiments.trials import (
     plan_run,
     same_run,
 )
+from reasonlab.reporting.content import claims_in
 from reasonlab.runs.folder import RunDir, hold_lock
-from reasonlab.runs.summary import RunStatus, RunSummary, StudyResult, StudyRun
+from reasonlab.runs.summary import RunStatus, RunSummary, StudyClaim, StudyResult, StudyRun
 
 # analyze(study folder, study result) -> (analysis data for summary.json, report items); the
 # items go to the report as they are (this layer knows no report format)
 Analyze = Callable[[Path, StudyResult], tuple[Any, list[Any]]]
 # report(study folder, spec, study result, report items) -> None
 Report = Callable[[Path, StudySpec, StudyResult, list[Any]], None]
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_record() -> dict[str, Any]:
+    """Where a study ran: CPU model, cores, accelerator name (``cpu`` without one), platform."""
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "device": device,
+        "platform": platform.platform(),
+    }
+
+
+def study_claims(study: str, items: list[Any]) -> list[StudyClaim]:
+    """The claims among a study's report items, each with its stable id: the claim's key, or
+    STUDY-N (N: its position among the study's claims, from 1)."""
+    return [
+        StudyClaim(
+            id=claim.key or f"{study}-{position}",
+            text=claim.text,
+            verdict=claim.verdict,
+            **({"per_seed": claim.per_seed} if claim.per_seed else {}),
+        )
+        for position, claim in enumerate(claims_in(items), start=1)
+    ]
 
 
 def _copy_completed(source: Path, config: RunConfig, run_dir: Path) -> bool:
@@ -159,6 +204,7 @@ def _run_planned(
         overrides=list(overrides or []),
         status="running",
         runs={},
+        machine=machine_record(),
     )
     wall_before = (previous.wall_s if previous else None) or 0.0  # of the runs before
     started = time.perf_counter()
@@ -166,6 +212,7 @@ def _run_planned(
     def save(status: RunStatus) -> None:
         result.status = status
         result.wall_s = round(wall_before + time.perf_counter() - started, 3)
+        result.date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         result.write(summary_path)
 
     save("running")  # marks the folder as this study's before any run can fail
@@ -210,6 +257,7 @@ def _run_planned(
         result.runs = {n: result.runs[n] for n in configs}  # the study's order
         if analyze is not None:
             result.analysis, sections = analyze(out, result)
+            result.claims = study_claims(spec.name, sections)
         status = "completed"
     except KeyboardInterrupt:
         status = "interrupted"

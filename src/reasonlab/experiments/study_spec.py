@@ -105,9 +105,14 @@ def _roles(data: dict[str, Any]) -> dict[str, str]:
     return roles
 
 
+CLAIMS_REGISTRY = "claims.yaml"  # beside the studies' YAML files; read by studies/claims.py
+
+
 def load_studies(folder: Path = STUDY_DIR) -> dict[str, StudySpec]:
-    """Every study YAML in ``folder`` by its name."""
-    raw = {data["name"]: data for data in map(read_yaml, sorted(folder.glob("*.yaml")))}
+    """Every study YAML in ``folder`` by its name (``claims.yaml`` there is the registry of the
+    papers' claims, not a study)."""
+    files = sorted(p for p in folder.glob("*.yaml") if p.name != CLAIMS_REGISTRY)
+    raw = {data["name"]: data for data in map(read_yaml, files)}
     studies = {}
     for name, data in raw.items():
         stages = data.get("stages")

@@ -38,10 +38,15 @@ class Figure:
 class Claim:
     """A claim checked against the runs: the sentence the study's analysis data keeps (its rule
     and its evidence in it) and the verdict it reached; None where the sentence states the
-    measurement alone."""
+    measurement alone. ``key``: the claim's stable id within its study (the study summary's
+    ``claims`` and the paper claims registry, ``studies/claims.yaml``, match on it); None: the
+    study runner numbers it by position. ``per_seed``: each seed's value of the quantities the
+    verdict compares (label -> values), where the study records them."""
 
     text: str
     verdict: Verdict | None = None
+    key: str | None = None
+    per_seed: dict[str, list[float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,3 +81,14 @@ class StageCurves:
 
     title: str
     probes: list[str]
+
+
+def claims_in(items: list[Item]) -> list[Claim]:
+    """Every claim among the items, sections walked depth first, in the report's order."""
+    found: list[Claim] = []
+    for item in items:
+        if isinstance(item, Claim):
+            found.append(item)
+        elif isinstance(item, Section):
+            found.extend(claims_in(item.items))
+    return found

@@ -131,9 +131,23 @@ class StudyRun(RunSummary):
     config: dict[str, Any] = {}
 
 
+class StudyClaim(BaseModel):
+    """A claim the study's analysis checked (``reporting.content.Claim``): its stable ``id``
+    (the claim's key, or STUDY-N by position), its sentence with the numbers, its verdict
+    (None: the sentence states the measurement alone) and each seed's values where recorded."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    text: str
+    verdict: str | None = None
+    per_seed: dict[str, list[float]] | None = None
+
+
 class StudyResult(_Written):
     """A study's ``summary.json``, rewritten after every run: the runs in the study's order,
-    then the analysis data the study's analysis returned (JSON as it returned it)."""
+    then the analysis data the study's analysis returned (JSON as it returned it), the claims
+    its report checks, the machine it ran on and the UTC date of the last write."""
 
     study: str
     preset: str
@@ -143,3 +157,6 @@ class StudyResult(_Written):
     runs: dict[str, StudyRun] = {}
     wall_s: float | None = None
     analysis: Any = None
+    claims: list[StudyClaim] = []
+    machine: dict[str, Any] = {}  # cpu, cores, device (name), platform
+    date: str | None = None  # UTC, of the last write

@@ -68,6 +68,8 @@ def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]
                 f"{float(np.mean(values['direct'])):.3f}); the bar {CLAIM_LEVEL} "
                 f"{'holds' if holds else 'does not hold'} (paper: 0.96).",
                 "reproduces" if holds else "does not reproduce",
+                f"chained-{variant}",
+                {"chained": [float(v) for v in values["chained"]]},
             )
         )
     if not any(probe == CLAIM_PROBE for _, probe in grouped):
@@ -75,6 +77,7 @@ def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]
             Claim(
                 "No OOD three-hop chain exists in this graph: the claim is not checked.",
                 "undecided",
+                "chained",
             )
         )
     items: list[Item] = [

@@ -52,7 +52,9 @@ def claim(result: StudyResult) -> Claim:
             if missing
             else "it needs a variant with CoT and one without"
         )
-        return Claim(f"CoT generalizes OOD, no CoT does not: undecided ({reason}).", "undecided")
+        return Claim(
+            f"CoT generalizes OOD, no CoT does not: undecided ({reason}).", "undecided", "ood"
+        )
     shown = "; ".join(f"{v} {m:.3f}" for v, m in scores.items())
     holds = all(m >= COT_LEVEL for m in with_cot) and all(m <= NO_COT_CEILING for m in without)
     return Claim(
@@ -61,6 +63,7 @@ def claim(result: StudyResult) -> Claim:
         f"and no CoT at most {NO_COT_CEILING}, {'holds' if holds else 'does not hold'} "
         "(paper: 0.953 at 8k steps with CoT, 0.0 without).",
         "reproduces" if holds else "does not reproduce",
+        "ood",
     )
 
 

@@ -93,6 +93,11 @@ def _groups(sources: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]
     return groups
 
 
+def _slug(label: str) -> str:
+    """'random inputs' -> 'random-inputs': a claim key from a group's label."""
+    return "-".join("".join(c if c.isalnum() else " " for c in label.lower()).split())
+
+
 def _claim(group: str, members: list[dict[str, Any]]) -> str:
     """The equivalence and the slope over a group's heads; for heads, the slope split by whether
     m reaches past the variance scale (the largest m at least 10 times it)."""
@@ -135,7 +140,8 @@ def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]
                 "yes" if _within(gaps) else "no",
             ]
         )
-    claims = [_claim(group, members) for group, members in _groups(sources).items()]
+    groups = _groups(sources)
+    claims = [_claim(group, members) for group, members in groups.items()]
     items: list[Item] = [
         Section(
             "Softmax attention as one gradient step of the dual model",
@@ -171,6 +177,9 @@ def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]
                 ),
             ],
         ),
-        Section("Claims, checked", items=[Claim(claim) for claim in claims]),
+        Section(
+            "Claims, checked",
+            items=[Claim(c, key=f"dual-{_slug(g)}") for c, g in zip(claims, groups, strict=True)],
+        ),
     ]
     return {"sources": sources, "claims": claims}, items

@@ -80,6 +80,8 @@ def _linear_check(curves: dict[str, np.ndarray], dim: int) -> Claim:
         f"The target (falls with k, at most {TARGET_ERROR} after 2d examples) "
         f"{'holds' if holds else 'does not hold'}.",
         "reproduces" if holds else "does not reproduce",
+        f"linear-d{dim}",
+        {"error_after_2d": [float(v) for v in per_seed]},
     )
 
 

@@ -145,7 +145,7 @@ def _claims(
             f"seed: GPT {_first_reached(steps[gpt][where])}, Mamba d_state 16 "
             f"{_first_reached(steps[mamba][where])}."
         )
-        claims.append(Claim(text, verdict))
+        claims.append(Claim(text, verdict, "faster"))
     gpt, mamba = roles.get("transformer_long"), roles.get("mamba_long")
     if gpt in finals and mamba in finals:
         probe = own[gpt]
@@ -165,7 +165,7 @@ def _claims(
             f"Mamba {_fmt(at_mamba)}; the GPT reached 0.9 in {sum(learned)} of {len(learned)} "
             f"seeds, the Mamba 0.5 in {sum(mamba_learned)} of {len(mamba_learned)}."
         )
-        claims.append(Claim(text, verdict))
+        claims.append(Claim(text, verdict, "longer"))
     narrow, shallow = roles.get("mamba_narrow"), roles.get("mamba_shallow")
     if narrow in finals and shallow in finals:
         verdict, why, where = "undecided", " (equal or missing accuracies)", own[narrow]
@@ -182,7 +182,7 @@ def _claims(
             f"{_fmt(mean(narrow, where))}, shallow (1 layer) {_fmt(mean(shallow, where))} "
             f"(told apart from {MARGIN:g} on)."
         )
-        claims.append(Claim(text, verdict))
+        claims.append(Claim(text, verdict, "width-depth"))
     return claims
 
 

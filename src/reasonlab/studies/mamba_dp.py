@@ -1,7 +1,9 @@
 """Analysis step of the mamba-dp study: per problem, direct against CoT for both families (greedy
 exact match of the whole completion, the answer alone, and the teacher-forced scores), the CoT
 gain per family, and the claims checked: the GPT's CoT advantage (CoT at least 0.95, direct at
-least 20 points lower) and the Mamba paper's "the Transformer gains more from CoT than Mamba".
+least 20 points lower) and the Mamba paper's "the Transformer gains more from CoT than Mamba",
+decided over seeds with the spread (``studies/verdicts.py``: the per-seed gains, cot-sN minus
+direct-sN, must differ on the means with the seeds' ranges apart).
 
 A run's family, problem and mode are read from its config (model.kind, task.problem, task.mode);
 runs are ``VARIANT-s{seed}`` (mamba-dp.yaml).
@@ -16,6 +18,7 @@ from typing import Any
 from reasonlab.reporting.content import Claim, Item, Section, Table
 from reasonlab.reporting.seeds import mean_present, spread
 from reasonlab.runs.summary import StudyResult, StudyRun
+from reasonlab.studies.verdicts import verdict_from_seeds
 
 METRICS = {
     "test": "exact match (greedy)",
@@ -31,8 +34,9 @@ def _advantage_holds(cot: float, direct: float) -> bool:
 
 def _gpt_advantage(problem: str, cot: dict[str, float], direct: dict[str, float]) -> Claim:
     """The rule on the seeds' means, and how many seeds (cot-sN against direct-sN) meet it."""
+    key = f"advantage-{problem}"
     if not cot or not direct:
-        return Claim(f"{problem}: undecided (a run is missing)", "undecided")
+        return Claim(f"{problem}: undecided (a run is missing)", "undecided", key)
     mean_cot = sum(cot.values()) / len(cot)
     mean_direct = sum(direct.values()) / len(direct)
     holds = _advantage_holds(mean_cot, mean_direct)
@@ -43,18 +47,37 @@ def _gpt_advantage(problem: str, cot: dict[str, float], direct: dict[str, float]
         f"{'holds' if holds else 'does not hold'} on the means - CoT {mean_cot:.3f}, direct "
         f"{mean_direct:.3f}; it holds in {met} of {len(paired)} seeds.",
         "reproduces" if holds else "does not reproduce",
+        key,
+        {"cot": [cot[s] for s in sorted(cot)], "direct": [direct[s] for s in sorted(direct)]},
     )
 
 
-def _gain_claim(problem: str, gains: dict[str, float | None]) -> Claim:
+def _seed_gains(cot: dict[str, float], direct: dict[str, float]) -> list[float]:
+    """Each seed's CoT gain (cot-sN minus direct-sN), over the seeds both have."""
+    return [cot[seed] - direct[seed] for seed in sorted(set(cot) & set(direct))]
+
+
+def _gain_claim(
+    problem: str, gains: dict[str, float | None], per_seed: dict[str, list[float]]
+) -> Claim:
+    """The families' mean gains, decided over the per-seed gains with the spread."""
     gpt, mamba = gains.get("gpt"), gains.get("mamba")
+    key = f"gain-{problem}"
     if gpt is None or mamba is None:
-        return Claim(f"{problem}: undecided (a run is missing)", "undecided")
-    verdict = "reproduces" if gpt > mamba else "does not reproduce"
+        return Claim(f"{problem}: undecided (a run is missing)", "undecided", key)
+    by_gpt, by_mamba = per_seed.get("gpt", []), per_seed.get("mamba", [])
+    verdict, why = verdict_from_seeds(by_gpt, by_mamba)
+    seeds = "; ".join(
+        f"{family} {', '.join(f'{v:+.3f}' for v in values)}"
+        for family, values in (("GPT", by_gpt), ("Mamba", by_mamba))
+    )
     return Claim(
-        f"{problem}: the Transformer gains more from CoT than Mamba {verdict} - CoT gain in "
-        f"exact match: GPT {gpt:+.3f}, Mamba {mamba:+.3f}.",
+        f"{problem}: the Transformer gains more from CoT than Mamba {verdict}{why} - CoT gain in "
+        f"exact match: GPT {gpt:+.3f}, Mamba {mamba:+.3f} (per seed: {seeds}; decided on the "
+        "means with the seeds' ranges apart).",
         verdict,
+        key,
+        {"gpt": by_gpt, "mamba": by_mamba},
     )
 
 
@@ -103,7 +126,13 @@ def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]
                 problem, by_seed[("gpt", problem, "cot")], by_seed[("gpt", problem, "direct")]
             )
         )
-        gains_claims.append(_gain_claim(problem, gains[problem]))
+        seed_gains = {
+            family: _seed_gains(
+                by_seed[(family, problem, "cot")], by_seed[(family, problem, "direct")]
+            )
+            for family in by_family
+        }
+        gains_claims.append(_gain_claim(problem, gains[problem], seed_gains))
     claims = advantage + gains_claims
     items: list[Item] = [
         Section(

@@ -87,6 +87,7 @@ def _claim(curves: dict[str, dict[int, float]], threshold: float) -> Claim:
         f"needs the most: {verdict}{why} here - smallest d_state reaching {threshold:g}: {text}; "
         f"accuracy over the state sizes: {ranges}.",
         verdict,
+        "locality",
     )
 
 
