@@ -174,15 +174,7 @@ def _train_locked(
     from_step: int | None = None,
 ) -> dict[str, Any]:
     config, run, data = state.config, state.run, state.data
-    notes = list(data.notes) + schedule_notes(config.train)
-    notes += precision_notes(
-        config.train, state.device, precision_for_run(config, state.device, data.io().max_seq_len)
-    )
-    if config.eval.sample is not None:
-        notes.append(
-            f"evaluations before step {config.train.steps} scored at most {config.eval.sample} "
-            "rows per probe (eval.sample); the last one every row"
-        )
+    notes = run_notes(state)
     fingerprint = data.fingerprint()
     if resume:
         notes = prepare_resume(state, fingerprint, notes, allow_data_change, on_resume, from_step)
@@ -233,6 +225,22 @@ def _train_locked(
 
 
 WARNING_PREFIX = "warning: "
+
+
+def run_notes(state: Training) -> list[str]:
+    """What a run is told once, in its summary's notes: the task's notes, legal but rarely meant
+    settings, the precision where it is not what one would guess, a sampled evaluation."""
+    config, data = state.config, state.data
+    notes = list(data.notes) + schedule_notes(config.train)
+    notes += precision_notes(
+        config.train, state.device, precision_for_run(config, state.device, data.io().max_seq_len)
+    )
+    if config.eval.sample is not None:
+        notes.append(
+            f"evaluations before step {config.train.steps} scored at most {config.eval.sample} "
+            "rows per probe (eval.sample); the last one every row"
+        )
+    return notes
 
 
 def schedule_notes(cfg: TrainConfig) -> list[str]:

@@ -13,9 +13,8 @@ from reasonlab.runs.metrics import finite_record
 from reasonlab.runs.summary import RunSummary
 from reasonlab.tasks.base import sample_probes
 from reasonlab.training.evaluation import evaluate
-from reasonlab.training.loop import WARNING_PREFIX, learning_rate, schedule_notes
+from reasonlab.training.loop import WARNING_PREFIX, learning_rate, run_notes
 from reasonlab.training.nonfinite import nonfinite_failure
-from reasonlab.training.precision import precision_for_run, precision_notes
 from reasonlab.training.resume import prepare_resume
 from reasonlab.training.state import Training, end_summary, start_summary
 
@@ -103,15 +102,7 @@ def open_member(member: Member, resume: bool, pack_note: str) -> None:
     summary, as ``loop._train_locked`` does for a run."""
     state = member.state
     config, run, data = state.config, state.run, state.data
-    notes = list(data.notes) + schedule_notes(config.train)
-    notes += precision_notes(
-        config.train, state.device, precision_for_run(config, state.device, data.io().max_seq_len)
-    )
-    if config.eval.sample is not None:
-        notes.append(
-            f"evaluations before step {config.train.steps} scored at most {config.eval.sample} "
-            "rows per probe (eval.sample); the last one every row"
-        )
+    notes = run_notes(state)
     fingerprint = data.fingerprint()
     if resume:
         notes = prepare_resume(state, fingerprint, notes, False, None)
