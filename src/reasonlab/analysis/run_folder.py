@@ -6,14 +6,17 @@ it."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from reasonlab.analysis.patching import hook_kinds, patch_grid
 from reasonlab.config import ConfigError, RunConfig
+from reasonlab.core.files import write_json
 from reasonlab.models.base import LanguageModel
 from reasonlab.models.build import build_model
+from reasonlab.reporting.plots import trace_over_training
 from reasonlab.runs.folder import RunDir
 
 
@@ -102,3 +105,22 @@ def trace_steps(
             }
         )
     return results
+
+
+def write_trace_over_training(
+    stem: Path, output: dict[str, Any], labels: list[str], title: str
+) -> list[Path]:
+    """``--checkpoint all`` of a trace: the JSON of every step and the plot of the clean answer's
+    top-1 over training, at ``stem``.json / .png; returns the two paths."""
+    results = output["checkpoints"]
+    write_json(stem.with_suffix(".json"), output)
+    trace_over_training(
+        [r["step"] for r in results],
+        np.array([r["top1"] for r in results], dtype=float),
+        [r["clean_top1"] for r in results],
+        output["layers"],
+        labels,
+        title,
+        stem.with_suffix(".png"),
+    )
+    return [stem.with_suffix(".json"), stem.with_suffix(".png")]

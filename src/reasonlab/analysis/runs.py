@@ -35,6 +35,7 @@ from reasonlab.analysis.run_folder import (
     layer_labels,
     select_steps,
     trace_steps,
+    write_trace_over_training,
 )
 from reasonlab.analysis.twohop_queries import (
     can_change,
@@ -47,7 +48,7 @@ from reasonlab.analysis.twohop_queries import (
 )
 from reasonlab.config import ConfigError, TwoHopTaskConfig
 from reasonlab.core.files import write_json
-from reasonlab.reporting.plots import heatmap, lines, trace_over_training
+from reasonlab.reporting.plots import heatmap, lines
 from reasonlab.runs.folder import RunDir, check_data_fingerprint
 from reasonlab.tasks import build_task
 from reasonlab.tasks.twohop.encoding import Vocabulary
@@ -315,18 +316,9 @@ def run_trace(
             )
             files += [stem.with_suffix(".json"), stem.with_suffix(".png")]
         if checkpoint == "all":
+            title = f"{what}, over training ({probe}, {len(clean)} queries)"
             stem = subject.out_dir / f"{name}-over-training"
-            write_json(stem.with_suffix(".json"), output)
-            trace_over_training(
-                [r["step"] for r in results],
-                np.array([r["top1"] for r in results], dtype=float),
-                [r["clean_top1"] for r in results],
-                layers,
-                labels,
-                f"{what}, over training ({probe}, {len(clean)} queries)",
-                stem.with_suffix(".png"),
-            )
-            files += [stem.with_suffix(".json"), stem.with_suffix(".png")]
+            files += write_trace_over_training(stem, output, labels, title)
     return {**output, "files": [str(path) for path in files]}
 
 

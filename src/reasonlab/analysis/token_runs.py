@@ -31,6 +31,7 @@ from reasonlab.analysis.run_folder import (
     layer_labels,
     select_steps,
     trace_steps,
+    write_trace_over_training,
 )
 from reasonlab.analysis.token_queries import (
     EVERY_SCORED,
@@ -44,7 +45,7 @@ from reasonlab.analysis.token_queries import (
 )
 from reasonlab.config import ConfigError
 from reasonlab.core.files import write_json
-from reasonlab.reporting.plots import heatmap, lines, trace_over_training
+from reasonlab.reporting.plots import heatmap, lines
 from reasonlab.runs.folder import RunDir, check_data_fingerprint
 from reasonlab.tasks import build_task
 from reasonlab.tasks.base import Probe, TaskData
@@ -275,18 +276,9 @@ def token_trace(
             cmap="RdBu",
         )
         if checkpoint == "all":
+            title = f"{what}, over training ({name}, {len(clean)} queries)"
             stem = subject.out_dir / f"{stem_name}-over-training"
-            write_json(stem.with_suffix(".json"), output)
-            trace_over_training(
-                [r["step"] for r in results],
-                np.array([r["top1"] for r in results], dtype=float),
-                [r["clean_top1"] for r in results],
-                output["layers"],
-                labels,
-                f"{what}, over training ({name}, {len(clean)} queries)",
-                stem.with_suffix(".png"),
-            )
-            files += [stem.with_suffix(".json"), stem.with_suffix(".png")]
+            files += write_trace_over_training(stem, output, labels, title)
     return {**output, "files": [str(path) for path in files]}
 
 

@@ -31,7 +31,7 @@ def payload_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # its bytes, not a copy
     entries = {key: value for key, value in metadata.items() if key != DIGEST_KEY}
     digest.update(json.dumps(entries, sort_keys=True).encode())
     return digest.hexdigest()

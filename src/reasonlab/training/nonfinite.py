@@ -28,8 +28,8 @@ def check_finite(loss: Tensor, norm: Tensor) -> tuple[float, bool]:
 
 def nonfinite_failure(state: Training, step: int, loss_value: float) -> RunFailed:
     """The one-line failure of a run stopped at ``step`` by a non-finite loss or gradient."""
-    what = f"the loss is {loss_value}" if not math.isfinite(loss_value) else "a gradient is"
-    what += "" if not math.isfinite(loss_value) else " not finite"
+    finite_loss = math.isfinite(loss_value)
+    what = "the gradient norm is not finite" if finite_loss else f"the loss is {loss_value}"
     kept = state.checkpoints.latest or (state.run.checkpoint_steps() or [None])[-1]
     where = f"checkpoint of step {kept} kept" if kept else "no checkpoint kept"
     return RunFailed(
