@@ -1,5 +1,5 @@
 # Each target does its own set-up: a .venv with the CPU build of torch on machines without a GPU.
-.PHONY: setup test test-fast lint study bench docs clean
+.PHONY: setup test test-fast lint study bench docs claims clean
 
 # The set-up runs again only when pyproject.toml or the script changed (the stamp file).
 setup: .venv/.installed
@@ -31,6 +31,11 @@ study: setup
 
 bench: setup
 	.venv/bin/python benchmarks/cot_twohop_quick.py
+
+# The claims page from the study summaries the docs quote (results/, one per study: each a
+# study's summary.json, copied there when its numbers went into the docs).
+claims: setup
+	.venv/bin/reasonlab claims results/*.json --out docs/claims.md
 
 # The documentation site (mkdocs.yml: README as the home page, docs/) into site/; fails on a
 # broken link or a page missing from the navigation.

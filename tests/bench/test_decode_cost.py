@@ -102,7 +102,7 @@ def test_study_measures_both_families_and_reports_the_slopes(tmp_path, capsys, m
     monkeypatch.setattr(mamba_cost, "LENGTHS", {"cpu": [4, 8, 16, 32]})
     monkeypatch.setattr(mamba_cost, "REPEATS", 1)
     out = tmp_path / "study"
-    args = ["study", "mamba-cost", "--preset", "cpu", "--out", out]
+    args = ["study", "mamba-cost", "--preset", "cpu", "--seeds", "2", "--out", out]
     code, _, err = run_cli([*args, *(a for o in TINY_STUDY for a in ("--set", o))], capsys)
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
@@ -123,3 +123,8 @@ def test_study_measures_both_families_and_reports_the_slopes(tmp_path, capsys, m
     assert "Mamba: time per token slope" in report and "state bytes slope 0.00" in report
     assert "gpt-s0 skips lengths [32]" in report
     assert "GPT ms/token" in report and "Mamba state bytes" in report
+    # the cost claim, decided over the two seeds on the state-bytes slopes (1 against 0)
+    [cost] = [c for c in summary["claims"] if c["id"] == "cost"]
+    assert cost["verdict"] == "reproduces"
+    assert cost["per_seed"]["gpt state slope"] == pytest.approx([1.0, 1.0])
+    assert "reproduces here - state-bytes log-log slope per seed, GPT 1.00, 1.00" in report

@@ -53,6 +53,21 @@ def test_roles_name_variants_of_their_study(tmp_path):
         load_studies(tmp_path)
 
 
+def test_a_preset_may_run_a_subset_of_the_variants(tmp_path):
+    (tmp_path / "s.yaml").write_text(
+        "name: s\nvariants: {a: {}, b: {}, c: {}}\npresets: {cpu: {}, paper: {}}\n"
+        "preset_variants: {cpu: [c, a]}\n"
+    )
+    spec = load_studies(tmp_path)["s"]
+    assert list(spec.variants_for("cpu")) == ["c", "a"]  # in the order the preset lists them
+    assert list(spec.variants_for("paper")) == ["a", "b", "c"]
+    (tmp_path / "s.yaml").write_text(
+        "name: s\nvariants: {a: {}}\npresets: {cpu: {}}\npreset_variants: {cpu: [a, z]}\n"
+    )
+    with pytest.raises(ConfigError, match=r"study s: preset_variants\.cpu: no variant 'z'"):
+        load_studies(tmp_path)
+
+
 def test_seeds_vary_data_and_training():
     configs = study_configs(STUDIES["cot-twohop"], "cpu", seeds=2)
     assert len(configs) == 6

@@ -10,19 +10,38 @@ import re
 import pytest
 
 from helpers import STUDY_TINY, run_cli
+from reasonlab.config import ConfigError
 from reasonlab.experiments.study import study_claims
-from reasonlab.experiments.study_spec import STUDIES, STUDY_DIR
+from reasonlab.experiments.study_spec import STUDY_DIR
 from reasonlab.reporting.content import Claim, Paragraph, Section, claims_in
 from reasonlab.runs.summary import StudyResult
 from reasonlab.studies import mamba_dp, run_study
-from reasonlab.studies.claims import NOT_RUN, claims_page, decide, load_registry
-from reasonlab.studies.verdicts import verdict_from_seeds
+from reasonlab.studies.claims import (
+    CANNOT,
+    NOT_RUN,
+    REGISTRY,
+    claims_page,
+    decide,
+    load_registry,
+)
+from reasonlab.studies.verdicts import verdict_every_seed, verdict_from_seeds
 
 
 def _page_verdicts(page: str) -> dict[str, str]:
     """claim id -> the verdict line's text, from the page."""
     found = re.findall(r"^### ([\w-]+): .*?\n\n- \*\*Verdict:\*\* (.*)$", page, re.M)
     return dict(found)
+
+
+def test_rule_checked_on_the_means_and_every_seed():
+    assert verdict_every_seed(True, [True, True, True])[0] == "reproduces"
+    assert verdict_every_seed(False, [False, False])[0] == "does not reproduce"
+    assert verdict_every_seed(True, [True, False, True]) == ("undecided", " (the seeds disagree)")
+    assert verdict_every_seed(False, [True, True])[0] == "undecided"  # the means disagree
+    assert verdict_every_seed(True, [True]) == ("undecided", " (fewer than 2 seeds)")
+    assert verdict_every_seed(True, [True], min_seeds=1)[0] == "reproduces"
+    assert verdict_every_seed(None, [False, False])[0] == "does not reproduce"  # seeds only
+    assert verdict_every_seed(None, [True, True])[0] == "reproduces"
 
 
 def test_verdict_rule_needs_the_means_and_apart_ranges():
@@ -63,8 +82,7 @@ def test_registry_names_known_studies_presets_and_unique_ids():
         if claim.cannot_decide_here:
             assert claim.gpu.startswith("reasonlab "), claim.id
         # each key names a claim id the study's analysis gives (a typo would never match)
-        analysis = STUDIES[claim.study].analysis
-        source = (STUDY_DIR / f"{analysis}.py").read_text() if claim.keys else ""
+        source = "".join(p.read_text() for p in STUDY_DIR.glob("*.py")) if claim.keys else ""
         for key in claim.keys:
             stem = key.split("*")[0]
             assert stem in source or stem.rpartition("-")[0] + "-" in source, (claim.id, key)
@@ -123,7 +141,7 @@ def test_page_agrees_with_the_study_summaries(tmp_path, capsys):
     summaries = {
         s["study"]: s for s in (json.loads((f / "summary.json").read_text()) for f in (cot, dp))
     }
-    assert [c["id"] for c in summaries["cot-twohop"]["claims"]] == ["ood"]
+    assert [c["id"] for c in summaries["cot-twohop"]["claims"]] == ["ood", "speed"]
     assert summaries["cot-twohop"]["machine"]["cores"] >= 1 and summaries["cot-twohop"]["date"]
     out = tmp_path / "docs" / "claims.md"
     code, stdout, _ = run_cli(["claims", str(cot), str(dp), "--out", str(out)], capsys)
@@ -136,14 +154,21 @@ def test_page_agrees_with_the_study_summaries(tmp_path, capsys):
         summary = summaries.get(claim.study)
         shown = verdicts[claim.id]
         if summary is None:
-            assert shown == NOT_RUN, claim.id
+            assert shown == (
+                f"{CANNOT} ({claim.cannot_decide_here})" if claim.cannot_decide_here else NOT_RUN
+            ), claim.id
             continue
         expected = decide(claim, StudyResult.model_validate(summary)).verdict
         assert shown.startswith(expected), (claim.id, shown)
         recorded = {c["id"]: c["verdict"] for c in summary["claims"]}
         for key in claim.keys:  # the study's own verdict, as its summary holds it
             if key in recorded and len(claim.keys) == 1:
-                assert shown.startswith(str(recorded[key])), claim.id
+                decided = recorded[key] != "undecided"
+                if decided and summary["seeds"] < claim.seeds:  # quoted, not a verdict here
+                    assert shown.startswith("undecided (the study's verdict, "), claim.id
+                    assert f"{recorded[key]}, rests on {summary['seeds']} seed(s)" in shown
+                else:
+                    assert shown.startswith(str(recorded[key])), claim.id
     # mamba-dp: the gain claims (one reproduces, one undecided) make the paper claim undecided
     assert verdicts["mamba-cot-gain"] == "undecided"
     assert "gain-lis: gpt 0.800, 0.300, 0.800" in page
@@ -161,11 +186,27 @@ def test_bad_study_folder_exits_2_in_one_line(tmp_path, capsys):
     code, _, err = run_cli(["claims", str(run_folder)], capsys)
     assert code == 2 and err.count("\n") == 1 and "is not a study's" in err
     code, _, err = run_cli(["claims", str(tmp_path / "missing")], capsys)
-    assert code == 2 and "not a folder" in err
+    assert code == 2 and "not a folder or a study's summary.json" in err
+    code, _, err = run_cli(["claims", str(run_folder / "summary.json")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "is not a study's" in err
 
 
-def test_page_without_folders_lists_every_claim_as_not_run_here():
+def test_page_without_folders_lists_every_claim_as_not_run_here_or_why_it_cannot_be():
     page = claims_page([])
     verdicts = _page_verdicts(page)
-    assert len(verdicts) == len(load_registry().claims)
-    assert set(verdicts.values()) == {NOT_RUN}
+    registry = load_registry()
+    assert len(verdicts) == len(registry.claims)
+    for claim in registry.claims:
+        expected = f"{CANNOT} ({claim.cannot_decide_here})" if claim.cannot_decide_here else NOT_RUN
+        assert verdicts[claim.id] == expected
+        assert claim.keys or claim.cannot_decide_here  # a verdict, or why none here
+        if claim.cannot_decide_here:
+            assert f"- **On a GPU:** `{claim.gpu}`" in page  # the command that would decide it
+
+
+def test_registry_refuses_a_claim_with_neither_key_nor_reason(tmp_path):
+    text = REGISTRY.read_text().replace("    key: speed\n", "    key: null\n", 1)
+    assert text != REGISTRY.read_text()
+    (tmp_path / "claims.yml").write_text(text)
+    with pytest.raises(ConfigError, match=r"claims\[1\]: key: null needs cannot_decide_here"):
+        load_registry(tmp_path / "claims.yml")

@@ -16,7 +16,8 @@ from reasonlab.reporting.probes import describe, legend
 from reasonlab.reporting.study_report import write_study_report
 from reasonlab.runs.folder import RunDir
 from reasonlab.runs.summary import StudyResult
-from reasonlab.studies.cot_twohop import analyze, claim
+from reasonlab.studies import cot_khop
+from reasonlab.studies.cot_twohop import analyze, claim, speed_claim
 from reasonlab.studies.khop_probes import khop_section
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +41,9 @@ def study(ood: dict[str, float | None], khop: bool = False) -> StudyResult:
     ("ood", "verdict"),
     [
         ({"no-cot-s0": 0.0, "cot-s0": 0.95, "cot-s1": 1.0}, "reproduces"),
-        ({"no-cot-s0": 0.0, "cot-s0": 0.5, "cot-s1": 1.0}, "does not reproduce"),
+        ({"no-cot-s0": 0.0, "cot-s0": 0.5, "cot-s1": 1.0}, "undecided"),  # seeds disagree
+        ({"no-cot-s0": 0.0, "no-cot-s1": 0.0, "cot-s0": 0.5, "cot-s1": 0.6}, "does not reproduce"),
+        ({"no-cot-s0": 0.0, "no-cot-s1": 0.3, "cot-s0": 0.95, "cot-s1": 1.0}, "undecided"),
         ({"no-cot-s0": 0.6, "cot-s0": 1.0}, "does not reproduce"),
         ({"no-cot-s0": 0.0, "cot-s0": None}, "undecided"),
         ({"cot-s0": 1.0}, "undecided"),
@@ -50,6 +53,31 @@ def test_the_cot_twohop_claim_gets_a_verdict(ood, verdict):
     checked = claim(study(ood))
     assert checked.verdict == verdict
     assert ("undecided" in checked.text) == (verdict == "undecided")
+
+
+def steps_study(steps: dict[str, int | None]) -> StudyResult:
+    """A cot-twohop result: run name -> first evaluated step at the ID threshold (None: never)."""
+    result = study({name: 0.0 for name in steps})
+    for name, step in steps.items():
+        result.runs[name].steps_to_threshold = {"test_inferred_iid": step}
+    return result
+
+
+@pytest.mark.parametrize(
+    ("steps", "verdict"),
+    [
+        ({"no-cot-s0": None, "no-cot-s1": None, "cot-s0": 100, "cot-s1": 150}, "reproduces"),
+        ({"no-cot-s0": 400, "no-cot-s1": 450, "cot-s0": 100, "cot-s1": 150}, "reproduces"),
+        ({"no-cot-s0": 100, "no-cot-s1": None, "cot-s0": 100, "cot-s1": 150}, "undecided"),
+        ({"no-cot-s0": 50, "no-cot-s1": 50, "cot-s0": 100, "cot-s1": None}, "does not reproduce"),
+        ({"no-cot-s0": None, "cot-s0": 100}, "reproduces"),  # one seed decides the report
+        ({"no-cot-s0": None, "no-cot-s1": None, "cot-s0": 0, "cot-s1": 0}, "reproduces"),
+    ],
+)
+def test_the_cot_speed_claim_is_decided_seed_by_seed(steps, verdict):
+    checked = speed_claim(steps_study(steps))
+    assert checked.verdict == verdict and checked.key == "speed"
+    assert ("never" in checked.text) == (None in steps.values())
 
 
 def test_the_cot_twohop_study_runs_the_check_and_its_report_shows_it(tmp_path):
@@ -65,7 +93,7 @@ def test_the_cot_twohop_study_runs_the_check_and_its_report_shows_it(tmp_path):
             {"step": 0, "test_inferred_iid": 0.5, "test_inferred_ood": 0.25}
         )
     page = write_study_report(tmp_path, STUDIES["cot-twohop"], result, items).read_text()
-    assert "reproduces" in page and "The paper&#x27;s claim, checked" in page
+    assert "reproduces" in page and "The paper&#x27;s claims, checked" in page
     # the panels' probes, explained under the curves
     assert f"test_inferred_ood: {describe('test_inferred_ood')}" in page.replace("&#x27;", "'")
 
@@ -113,3 +141,16 @@ def test_no_doc_or_report_says_queries_are_not_chained():
     texts += sorted((ROOT / "src" / "reasonlab" / "studies").glob("*.py"))
     stale = [p.name for p in texts if "does not chain" in p.read_text()]
     assert stale == []
+
+
+@pytest.mark.parametrize(
+    ("chained", "verdict"),
+    [
+        ([0.95, 0.92, 1.0], "reproduces"),
+        ([0.95, 0.85, 1.0], "undecided"),  # a seed under the bar
+        ([0.5, 0.6, 0.7], "does not reproduce"),
+        ([0.95], "undecided"),  # one seed
+    ],
+)
+def test_the_khop_claim_is_decided_seed_by_seed(chained, verdict):
+    assert cot_khop._verdict(chained)[0] == verdict

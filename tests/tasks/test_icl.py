@@ -296,7 +296,7 @@ def test_icl_dual_study_checks_random_initial_and_trained_heads(tmp_path, monkey
     monkeypatch.setattr(icl_dual, "RANDOM_CASES", 4)  # fewer draws: the identities are exact
     monkeypatch.setattr(icl_dual, "SEEDS_PER_QUERY", 2)
     monkeypatch.setattr(icl_dual, "MODEL_MS", (64, 256))
-    result = run_study("icl-dual", out=tmp_path / "study", overrides=STUDY_TINY_ICL)
+    result = run_study("icl-dual", out=tmp_path / "study", overrides=STUDY_TINY_ICL, seeds=1)
     sources = result["analysis"]["sources"]
     heads = [f"layer 0 head {head}" for head in (0, 1)]
     assert list(sources) == [
@@ -309,9 +309,40 @@ def test_icl_dual_study_checks_random_initial_and_trained_heads(tmp_path, monkey
         assert gaps.get("softmax_vs_layer", 0.0) < 1e-10
     groups = [claim.split(":")[0] for claim in result["analysis"]["claims"]]
     assert groups == ["random inputs", "icl-linear-s0 initial", "icl-linear-s0 trained"]
+    recorded = json.loads((tmp_path / "study" / "summary.json").read_text())["claims"]
+    assert [c["id"] for c in recorded] == [
+        "dual-random-inputs",
+        "dual-icl-linear-s0-initial",
+        "dual-icl-linear-s0-trained",
+    ]
+    assert all(c["verdict"] in ("reproduces", "does not reproduce", "undecided") for c in recorded)
+    for group, claim in zip(groups, recorded, strict=True):
+        assert claim["text"].startswith(f"{group}: {claim['verdict']}")
     assert (
         "Softmax attention as one gradient step" in (tmp_path / "study" / "report.html").read_text()
     )
+
+
+def _gaps(slope: float, dual: float = 1e-15, scale: float | None = None) -> dict:
+    gaps = {"dual_vs_rf": [dual], "slope": slope, "ms": [1024, 4096]}
+    return gaps if scale is None else gaps | {"variance_scale": scale}
+
+
+@pytest.mark.parametrize(
+    ("members", "verdict"),
+    [
+        ([_gaps(-0.52)], "reproduces"),
+        ([_gaps(-0.52, dual=1e-6)], "does not reproduce"),  # the equivalence fails
+        ([_gaps(-0.45, scale=10.0), _gaps(-0.1, scale=1e4)], "reproduces"),  # 2nd not judged
+        ([_gaps(-0.1, scale=1e4)], "undecided"),  # m never reaches the variance scale
+        ([_gaps(-0.2, scale=10.0), _gaps(-0.1, scale=10.0)], "does not reproduce"),
+        ([_gaps(-0.5, scale=10.0), _gaps(-0.1, scale=10.0)], "undecided"),
+    ],
+)
+def test_the_dual_claim_judges_the_rate_only_where_m_reaches_the_variance_scale(members, verdict):
+    from reasonlab.studies import icl_dual
+
+    assert icl_dual._verdict(members)[0] == verdict
 
 
 @pytest.mark.slow
@@ -362,3 +393,23 @@ def test_paper_preset_starts_and_runs_a_few_steps_on_cpu(name, tmp_path):
     assert (config.task.dim, config.task.n_points, config.model.n_layers) == (20, 41, 12)
     summary = train(config, tmp_path / run_name)
     assert summary["status"] == "completed" and summary["num_parameters"] > 9_000_000
+
+
+@pytest.mark.parametrize(
+    ("errors_after_2d", "verdict"),
+    [
+        ([0.04, 0.03, 0.045], "reproduces"),
+        ([0.04, 0.06, 0.045], "undecided"),  # one seed above the target
+        ([0.2, 0.3, 0.25], "does not reproduce"),
+        ([0.04], "undecided"),  # one seed: no spread
+    ],
+)
+def test_the_linear_regression_target_is_decided_seed_by_seed(errors_after_2d, verdict):
+    from reasonlab.studies.icl_regression import linear_verdict
+
+    # each seed's error falls from 1.0 to its value at k = 2d = 4
+    model = np.array([np.linspace(1.0, end, 5) for end in errors_after_2d])
+    assert linear_verdict(model, 4)[0] == verdict
+    rising = model.copy()
+    rising[:, 2] = 1.5  # a rise on the way: the error does not fall with k
+    assert linear_verdict(rising, 4)[0] == ("undecided" if len(model) < 2 else "does not reproduce")

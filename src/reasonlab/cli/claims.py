@@ -11,8 +11,8 @@ def claims(
     study_dirs: list[Path] = typer.Argument(
         None,
         metavar="STUDY_DIR",
-        help="Study folders (reasonlab study --out); the claims of studies not given are "
-        "listed as not run here, with their command.",
+        help="Study folders (reasonlab study --out) or their summary.json files; the claims "
+        "of studies not given are listed as not run here, with their command.",
     ),
     out: Path = typer.Option(
         None, "--out", help="Write the page here (e.g. docs/claims.md); default: print it."

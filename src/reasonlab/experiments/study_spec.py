@@ -8,8 +8,9 @@ or ``presets_from`` another study with ``preset_changes`` (preset -> {dotted key
 ``variants`` (name -> {dotted key: value}), ``scale`` (dotted key -> factors: every variant
 again at the preset's value times each factor), ``seeds``, ``headline`` (label -> probe),
 ``stages`` (probes whose per-stage scores get a figure of their own), ``roles`` (what a variant
-stands for in the study's analysis -> its name), ``analysis`` (the analysis run after training)
-and ``paper`` (source and rows shown beside ours).
+stands for in the study's analysis -> its name), ``preset_variants`` (preset -> the variants it
+runs, where it runs fewer than all: a cpu preset that keeps to the variants its claims compare),
+``analysis`` (the analysis run after training) and ``paper`` (source and rows shown beside ours).
 """
 
 from __future__ import annotations
@@ -52,14 +53,20 @@ class StudySpec:
     # scale axes: dotted key -> factors; each variant also runs with the preset's value at that
     # key times each factor (cot-pattern: entities, relations per entity, width)
     scale: dict[str, list[float]] = field(default_factory=dict)
+    # preset -> the variants it runs (a preset not named runs every variant)
+    preset_variants: dict[str, list[str]] = field(default_factory=dict)
 
     def variants_for(self, preset: str) -> dict[str, dict[str, Any]]:
         """Variant name -> settings for a preset: the YAML's variants and, per scale axis and
         factor, each variant at the preset's value times the factor (named
         ``VARIANT-AXIS-xFACTOR``; a width stays a multiple of the heads). Factors apply to
-        the preset's values; ``--set`` on an axis's key sets it in every run, collapsing it."""
-        variants = dict(self.variants)
-        for name, settings in self.variants.items():
+        the preset's values; ``--set`` on an axis's key sets it in every run, collapsing it.
+        A preset listed in ``preset_variants`` runs only the variants it lists, in its order
+        (longest first, so that with --jobs the runs end at about the same time)."""
+        chosen = self.preset_variants.get(preset)
+        names = list(self.variants) if chosen is None else chosen
+        variants = {name: self.variants[name] for name in names}
+        for name, settings in list(variants.items()):
             data = self.variant_data(preset, name, settings)
             for key, factors in self.scale.items():
                 for factor in factors:
@@ -105,6 +112,18 @@ def _roles(data: dict[str, Any]) -> dict[str, str]:
     return roles
 
 
+def _preset_variants(data: dict[str, Any]) -> dict[str, list[str]]:
+    """The presets that run a subset of the variants, each subset's names checked."""
+    chosen = {str(k): list(v) for k, v in (data.get("preset_variants") or {}).items()}
+    for preset, names in chosen.items():
+        unknown = [n for n in names if n not in data["variants"]]
+        if unknown:
+            raise ConfigError(
+                f"study {data['name']}: preset_variants.{preset}: no variant {unknown[0]!r}"
+            )
+    return chosen
+
+
 CLAIMS_REGISTRY = "claims.yaml"  # beside the studies' YAML files; read by studies/claims.py
 
 
@@ -129,6 +148,7 @@ def load_studies(folder: Path = STUDY_DIR) -> dict[str, StudySpec]:
             seeds=int(data.get("seeds", 1)),
             curves=list(data.get("curves") or []),
             scale=dict(data.get("scale") or {}),
+            preset_variants=_preset_variants(data),
         )
     return studies
 

@@ -46,7 +46,7 @@ class Claim:
     text: str
     verdict: Verdict | None = None
     key: str | None = None
-    per_seed: dict[str, list[float]] | None = None
+    per_seed: dict[str, list[float | None]] | None = None
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ class StudyClaim(BaseModel):
     id: str
     text: str
     verdict: str | None = None
-    per_seed: dict[str, list[float]] | None = None
+    per_seed: dict[str, list[float | None]] | None = None
 
 
 class StudyResult(_Written):

@@ -6,8 +6,9 @@ A paper claim names the study and preset that decide it and the key(s) of the st
 carries our verdict. Its verdict on the page: the study claim's (with several keys: reproduces
 when all do, does not reproduce when one does not, else undecided); "undecided" with the reason
 when the study measures it without a verdict or the summary has no such claim; "not run here"
-when no folder of its study was given. A paper claim the hardware here cannot decide says why
-and gives the command that would.
+when no folder of its study was given. A paper claim the registry says this hardware cannot
+decide (``cannot_decide_here``, required where ``key`` is null) is "cannot be decided here" with
+why, unless its study reached a verdict anyway; every claim with a ``gpu`` command shows it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from reasonlab.studies.verdicts import RULE
 
 REGISTRY = Path(__file__).with_name("claims.yaml")
 NOT_RUN = "not run here"
+CANNOT = "cannot be decided here"
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,10 @@ def load_registry(path: Path = REGISTRY) -> Registry:
         cannot = str(entry.get("cannot_decide_here") or "")
         if cannot and not entry.get("gpu"):
             raise ConfigError(f"{where}: gpu: the command that would decide it is missing")
+        if not keys and not cannot:
+            raise ConfigError(
+                f"{where}: key: null needs cannot_decide_here (why no verdict is reached here)"
+            )
         claims.append(
             PaperClaim(
                 id=_field(entry, "id", where),
@@ -114,14 +120,24 @@ def load_registry(path: Path = REGISTRY) -> Registry:
     return Registry({str(k): str(v) for k, v in papers.items()}, claims)
 
 
-def read_study(folder: Path) -> StudyResult:
-    """A study folder's summary; a ConfigError in one line for anything that is not one."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ConfigError(f"STUDY_DIR {folder}: not a folder")
-    path = folder / "summary.json"
+def summary_path(given: Path) -> Path:
+    """The summary.json of a study folder, or the summary file itself; a ConfigError in one
+    line when it is neither."""
+    given = Path(given)
+    if given.is_file() and given.suffix == ".json":
+        return given
+    if not given.is_dir():
+        raise ConfigError(f"STUDY_DIR {given}: not a folder or a study's summary.json")
+    path = given / "summary.json"
     if not path.exists():
-        raise ConfigError(f"STUDY_DIR {folder}: not a study folder (no summary.json)")
+        raise ConfigError(f"STUDY_DIR {given}: not a study folder (no summary.json)")
+    return path
+
+
+def read_study(folder: Path) -> StudyResult:
+    """A study's summary, from its folder or its summary.json; a ConfigError in one line for
+    anything that is not one."""
+    path = summary_path(folder)
     data = read_json(path)
     try:
         result = StudyResult.model_validate(data)
@@ -136,13 +152,22 @@ def read_study(folder: Path) -> StudyResult:
 
 @dataclass(frozen=True)
 class Decision:
-    verdict: str  # reproduces, does not reproduce, undecided, not run here
+    verdict: str  # reproduces, does not reproduce, undecided, not run here, cannot be decided here
     reason: str  # why undecided (empty otherwise)
     matched: list[StudyClaim]
 
 
 def decide(claim: PaperClaim, result: StudyResult | None) -> Decision:
-    """The paper claim's verdict from its study's summary (module docstring)."""
+    """The paper claim's verdict from its study's summary (module docstring); a claim the
+    registry says this hardware cannot decide is "cannot be decided here", with why, unless its
+    study reached a verdict anyway."""
+    decision = _decide(claim, result)
+    if claim.cannot_decide_here and decision.verdict in ("undecided", NOT_RUN):
+        return Decision(CANNOT, claim.cannot_decide_here, decision.matched)
+    return decision
+
+
+def _decide(claim: PaperClaim, result: StudyResult | None) -> Decision:
     if result is None:
         return Decision(NOT_RUN, "", [])
     if not claim.keys:
@@ -158,19 +183,26 @@ def decide(claim: PaperClaim, result: StudyResult | None) -> Decision:
         )
         return Decision("undecided", why, matched)
     verdicts = [c.verdict for c in matched]
-    if all(v == "reproduces" for v in verdicts):
-        return Decision("reproduces", "", matched)
-    if "does not reproduce" in verdicts:
-        return Decision("does not reproduce", "", matched)
     if None in verdicts:
         return Decision("undecided", "the study states the measurement without a verdict", matched)
-    return Decision("undecided", "", matched)
+    verdict = "undecided"
+    if all(v == "reproduces" for v in verdicts):
+        verdict = "reproduces"
+    elif "does not reproduce" in verdicts:
+        verdict = "does not reproduce"
+    if verdict != "undecided" and result.seeds < claim.seeds:
+        why = (
+            f"the study's verdict, {verdict}, rests on {result.seeds} seed(s); the claim asks "
+            f"{claim.seeds}: `{claim.command}`"
+        )
+        return Decision("undecided", why, matched)
+    return Decision(verdict, "", matched)
 
 
 def _date(folder: Path, result: StudyResult) -> str:
     if result.date:
         return result.date
-    stamp = datetime.fromtimestamp((folder / "summary.json").stat().st_mtime, timezone.utc)
+    stamp = datetime.fromtimestamp(summary_path(folder).stat().st_mtime, timezone.utc)
     return stamp.strftime("%Y-%m-%d %H:%M UTC") + " (file date)"
 
 
@@ -195,12 +227,19 @@ def _machine(result: StudyResult) -> str:
     return "; ".join(parts)
 
 
+def _value(value: float | None) -> str:
+    """A seed's value: '-' for none, a whole count (a step) as an integer, else 3 decimals."""
+    if value is None:
+        return "-"
+    return str(int(value)) if float(value).is_integer() and abs(value) >= 10 else f"{value:.3f}"
+
+
 def _seeds_line(claim: PaperClaim, result: StudyResult, matched: list[StudyClaim]) -> str:
     line = f"{result.seeds} (the deciding preset asks {claim.seeds})"
     if result.seeds == claim.seeds:
         line = str(result.seeds)
     values = [
-        f"{c.id}: {label} " + ", ".join(f"{v:.3f}" for v in per)
+        f"{c.id}: {label} " + ", ".join(_value(v) for v in per)
         for c in matched
         for label, per in (c.per_seed or {}).items()
     ]
@@ -210,8 +249,6 @@ def _seeds_line(claim: PaperClaim, result: StudyResult, matched: list[StudyClaim
 def _claim_lines(claim: PaperClaim, folder: Path | None, result: StudyResult | None) -> list[str]:
     decision = decide(claim, result)
     verdict = decision.verdict + (f" ({decision.reason})" if decision.reason else "")
-    if result is not None and decision.verdict != "undecided" and result.seeds < claim.seeds:
-        verdict += f", on {result.seeds} seed(s): the deciding run asks {claim.seeds}"
     lines = [f"### {claim.id}: {claim.claim}", "", f"- **Verdict:** {verdict}"]
     if result is not None and folder is not None:
         for matched in decision.matched:
@@ -221,10 +258,8 @@ def _claim_lines(claim: PaperClaim, folder: Path | None, result: StudyResult | N
         lines.append(f"- **Run:** {_date(folder, result)}{preset}; {_machine(result)}")
     lines.append(f"- **Paper:** {claim.paper_numbers}")
     lines.append(f"- **Command:** `{claim.command}` ([{claim.study}](studies/{claim.study}.md))")
-    if claim.cannot_decide_here:
-        lines.append(
-            f"- **Cannot be decided here:** {claim.cannot_decide_here}; GPU: `{claim.gpu}`"
-        )
+    if claim.gpu:
+        lines.append(f"- **On a GPU:** `{claim.gpu}`")
     if claim.note:
         lines.append(f"- **Note:** {claim.note}")
     return [*lines, ""]
@@ -240,17 +275,18 @@ def claims_page(folders: list[Path], registry: Registry | None = None) -> str:
             first = results[result.study][0]
             raise ConfigError(f"STUDY_DIR {folder}: a second folder of {result.study} ({first})")
         results[result.study] = (Path(folder), result)
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# The papers' claims, checked",
         "",
-        f"Generated by `reasonlab claims` on {now} from {len(results)} study folder(s). Each "
+        f"Generated by `reasonlab claims` from {len(results)} study summaries. Each "
         "claim of the three papers (their abstracts' claims and the figures they rest on), with "
-        "our verdict: reproduces, does not reproduce, undecided (with why), or not run here (no "
-        "folder of its study was given: its command runs it). Our numbers are the study's own "
-        "sentence, which holds them; the date and machine are the study run's.",
+        "our verdict: reproduces, does not reproduce, undecided (with why), cannot be decided "
+        "here (why, and the GPU command that would decide it), or not run here (no folder of "
+        "its study was given: its command runs it). Our numbers are the study's own sentence, "
+        "which holds them; the date and machine are the study run's.",
         "",
-        f"Verdict rule over seeds: {RULE}.",
+        "Every verdict is decided over seeds, never on the means alone; each claim's sentence "
+        f"states its rule. The comparison rule several claims share: {RULE}.",
         "",
     ]
     if results:

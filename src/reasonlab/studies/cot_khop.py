@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from reasonlab.reporting.content import Claim, Item, Section, Table
+from reasonlab.reporting.content import Claim, Item, Section, Table, Verdict
 from reasonlab.reporting.seeds import variant_of
 from reasonlab.runs.summary import StudyResult
+from reasonlab.studies.verdicts import verdict_every_seed
 
 CLAIM_LEVEL = 0.9  # the acceptance's bar for OOD three-hop by chained CoT (the paper: 0.96)
 CLAIM_PROBE = "test_inferred_3hop_ood"  # the paper's claim: OOD three-hop chains
@@ -23,6 +24,13 @@ def _summary(values: list[float]) -> str:
     if len(values) == 1:
         return f"{mean:.3f}"
     return f"{mean:.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def _verdict(chained: list[float]) -> tuple[Verdict, str]:
+    """Reproduces when the mean and every seed reach CLAIM_LEVEL, does not reproduce when the
+    mean and every seed fall short, else undecided (or with fewer than 2 seeds)."""
+    on_mean = float(np.mean(chained)) >= CLAIM_LEVEL
+    return verdict_every_seed(on_mean, [v >= CLAIM_LEVEL for v in chained])
 
 
 def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]:
@@ -59,15 +67,16 @@ def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]
     for (variant, probe), values in grouped.items():
         if variant in without_cot or probe != CLAIM_PROBE:
             continue
+        verdict, why = _verdict(values["chained"])
         mean = float(np.mean(values["chained"]))
-        holds = mean >= CLAIM_LEVEL
+        each = " / ".join(f"{v:.3f}" for v in values["chained"])
         claims.append(
             Claim(
-                f"{variant}: chained CoT answers OOD three-hop questions at {mean:.3f} over "
-                f"{len(values['chained'])} seeds ({chains[probe]} chains; direct "
-                f"{float(np.mean(values['direct'])):.3f}); the bar {CLAIM_LEVEL} "
-                f"{'holds' if holds else 'does not hold'} (paper: 0.96).",
-                "reproduces" if holds else "does not reproduce",
+                f"{variant}: chained CoT answers OOD three-hop questions at {mean:.3f} ({each}) "
+                f"over {len(values['chained'])} seeds ({chains[probe]} chains; direct "
+                f"{float(np.mean(values['direct'])):.3f}): {verdict}{why} (rule: the bar "
+                f"{CLAIM_LEVEL} on the mean and in every seed; paper: 0.96).",
+                verdict,
                 f"chained-{variant}",
                 {"chained": [float(v) for v in values["chained"]]},
             )

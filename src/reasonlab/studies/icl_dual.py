@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
-from reasonlab.reporting.content import Claim, Figure, Item, Section, Table
+from reasonlab.reporting.content import Claim, Figure, Item, Section, Table, Verdict
 from reasonlab.runs.summary import StudyResult
 
 SLOPE_TOLERANCE = 0.1
+EQUAL = 1e-10  # the dual model and random-feature attention agree to rounding
 SEEDS_PER_QUERY = 6  # omega draws per query and m on a model's head (4 queries)
 RANDOM_CASES = 32  # random (q, K, V) cases, one omega each per m (the default check)
 # A model's heads have larger q.k than the default check's inputs: the random-feature estimate's
@@ -98,28 +99,57 @@ def _slug(label: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in label.lower()).split())
 
 
-def _claim(group: str, members: list[dict[str, Any]]) -> str:
-    """The equivalence and the slope over a group's heads; for heads, the slope split by whether
-    m reaches past the variance scale (the largest m at least 10 times it)."""
-    equal = sum(max(g["dual_vs_rf"]) <= 1e-10 for g in members)
+def _reached(gaps: dict[str, Any]) -> bool:
+    """Whether the m^(-1/2) rate can be judged: random inputs always; a head once its largest m
+    is at least 10 times its variance scale."""
+    return "variance_scale" not in gaps or gaps["ms"][-1] >= 10 * gaps["variance_scale"]
+
+
+def _verdict(members: list[dict[str, Any]]) -> tuple[Verdict, str]:
+    """A group's verdict: the equivalence must hold in every member (else does not reproduce);
+    then the rate over the members where it can be judged (``_reached``): reproduces when every
+    one is within SLOPE_TOLERANCE of -0.5, does not reproduce when none is, else undecided; and
+    undecided when no member's m reaches its variance scale."""
+    if any(max(g["dual_vs_rf"]) > EQUAL for g in members):
+        return "does not reproduce", " (the dual model and random-feature attention differ)"
+    judged = [_within(g) for g in members if _reached(g)]
+    if not judged:
+        return "undecided", " (no head's largest m reaches 10 times its variance scale)"
+    if all(judged):
+        return "reproduces", ""
+    if not any(judged):
+        return "does not reproduce", ""
+    return "undecided", f" (the rate holds in {sum(judged)} of the {len(judged)} heads judged)"
+
+
+def _claim(group: str, members: list[dict[str, Any]]) -> Claim:
+    """The equivalence and the slope over a group's heads, with the verdict (``_verdict``); for
+    heads, the slope split by whether m reaches past the variance scale (``_reached``)."""
+    verdict, why = _verdict(members)
+    equal = sum(max(g["dual_vs_rf"]) <= EQUAL for g in members)
     worst = max(max(g["dual_vs_rf"]) for g in members)
     within = sum(_within(g) for g in members)
     slopes = ", ".join(f"{g['slope']:.3f}" for g in members if g["slope"] is not None)
     text = (
-        f"{group}: dual = random-feature attention within 1e-10 in {equal} of {len(members)} "
+        f"{group}: {verdict}{why} - dual = random-feature attention within {EQUAL:g} in {equal} "
+        f"of {len(members)} "
         f"(largest gap {worst:.1e}); log-log slope within {SLOPE_TOLERANCE} of -0.5 in {within} "
         f"of {len(members)} ({slopes})."
     )
     heads = [g for g in members if "variance_scale" in g]
     if heads:
-        reached = [g for g in heads if g["ms"][-1] >= 10 * g["variance_scale"]]
+        reached = [g for g in heads if _reached(g)]
         text += (
             f" Heads whose largest m is at least 10 times their variance scale: {len(reached)}, "
             f"{sum(_within(g) for g in reached)} of them within; variance scales "
             f"{min(g['variance_scale'] for g in heads):.1e} to "
             f"{max(g['variance_scale'] for g in heads):.1e} against m up to {heads[0]['ms'][-1]}."
         )
-    return text
+    text += (
+        f" (Rule: the equivalence in every member; the slope within {SLOPE_TOLERANCE} of -0.5 "
+        "in every member whose m reaches 10 times its variance scale.)"
+    )
+    return Claim(text, verdict, f"dual-{_slug(group)}")
 
 
 def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]:
@@ -179,7 +209,7 @@ def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]
         ),
         Section(
             "Claims, checked",
-            items=[Claim(c, key=f"dual-{_slug(g)}") for c, g in zip(claims, groups, strict=True)],
+            items=list(claims),
         ),
     ]
-    return {"sources": sources, "claims": claims}, items
+    return {"sources": sources, "claims": [c.text for c in claims]}, items

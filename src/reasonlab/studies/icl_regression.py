@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from reasonlab.reporting.content import Claim, Figure, Item, Section, Table
+from reasonlab.reporting.content import Claim, Figure, Item, Section, Table, Verdict
 from reasonlab.reporting.seeds import spread, variant_of
 from reasonlab.runs.folder import RunDir
 from reasonlab.runs.summary import StudyResult
+from reasonlab.studies.verdicts import verdict_every_seed
 
 TARGET_ERROR = 0.05  # the acceptance: linear regression's error after 2d examples
 
@@ -66,20 +67,36 @@ def _plot(by_class: dict[str, dict[str, np.ndarray]], dims: dict[str, int]) -> b
     return png_bytes(fig)
 
 
+def _falls(curve: np.ndarray, at: int) -> bool:
+    """The error falls with k up to ``at`` (no rise beyond noise)."""
+    return bool(np.all(np.diff(curve[: at + 1]) < 0.02))
+
+
+def linear_verdict(model: np.ndarray, at: int) -> tuple[Verdict, str]:
+    """The target (the error falls with k and is at most TARGET_ERROR after 2d examples) on
+    the mean curve and on each seed's: reproduces when it holds on the mean and in every seed,
+    does not reproduce when it fails on the mean and in every seed, else undecided (the seeds
+    disagree, or fewer than 2)."""
+
+    def holds(curve: np.ndarray) -> bool:
+        return bool(curve[at] <= TARGET_ERROR) and _falls(curve, at)
+
+    return verdict_every_seed(holds(model.mean(0)), [holds(curve) for curve in model])
+
+
 def _linear_check(curves: dict[str, np.ndarray], dim: int) -> Claim:
     model, averaging, least = curves["model"], curves["averaging"], curves["least_squares"]
     at = min(2 * dim, model.shape[1] - 1)
     per_seed = model[:, at]
-    falls = bool(np.all(np.diff(model.mean(0)[: at + 1]) < 0.02))  # no rise beyond noise
     first, last = model.mean(0)[0], per_seed.mean()
-    holds = last <= TARGET_ERROR and falls
+    verdict, why = linear_verdict(model, at)
     return Claim(
         f"linear regression (d = {dim}): error after {at} examples {last:.3f} (per seed "
         f"{', '.join(f'{v:.3f}' for v in per_seed)}), from {first:.3f} with no examples; "
         f"averaging {averaging[:, at].mean():.3f}, least squares {least[:, at].mean():.3f}. "
-        f"The target (falls with k, at most {TARGET_ERROR} after 2d examples) "
-        f"{'holds' if holds else 'does not hold'}.",
-        "reproduces" if holds else "does not reproduce",
+        f"The target (falls with k, at most {TARGET_ERROR} after 2d examples, on the mean and "
+        f"in every seed): {verdict}{why}.",
+        verdict,
         f"linear-d{dim}",
         {"error_after_2d": [float(v) for v in per_seed]},
     )

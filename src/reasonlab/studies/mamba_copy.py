@@ -1,6 +1,6 @@
 """Analysis step of the mamba-copy study: accuracy against copy length per variant (mean and
 spread over seeds), accuracy per copied position, the decay probe on each Mamba, and the paper's
-three claims checked against the numbers measured.
+three claims checked against the numbers measured, seed by seed (studies/copy_claims.py).
 
 The variants each claim compares are the study's ``roles`` (mamba_copy.yaml): the GPT and the
 Mamba (d_state 16) at the shorter and at the longer maximum length, and the narrow and the
@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from reasonlab.reporting.content import Claim, Figure, Item, Section, Table, Verdict
+from reasonlab.reporting.content import Figure, Item, Section, Table
 from reasonlab.reporting.seeds import mean_present, spread, variant_of
 from reasonlab.runs.summary import StudyResult, StudyRun
+from reasonlab.studies.copy_claims import copy_claims
 
 
 def _length(probe: str) -> int:
@@ -94,98 +95,6 @@ def _position_accuracy(run_dir: Path, probe: str) -> list[float]:
     return [round(v, 4) for v in position_accuracy(generated, chosen)]
 
 
-MARGIN = 0.05  # accuracies closer than this are not told apart
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _earliest(steps: list[int | None]) -> int | None:
-    reached = [s for s in steps if s is not None]
-    return min(reached) if reached else None
-
-
-def _first_reached(steps: list[int | None]) -> str:
-    return " / ".join("never" if s is None else str(s) for s in steps)
-
-
-def _claims(
-    finals: dict[str, list[dict[str, float | None]]],
-    steps: dict[str, dict[str, list[int | None]]],
-    own: dict[str, str],
-    shortest: str,
-    roles: dict[str, str],
-) -> list[Claim]:
-    """The paper's three claims, each checked against the seeds' results: reproduces, does not
-    reproduce, or undecided (what would decide it is missing). ``finals``: each variant's final
-    scores per seed; ``steps``: per probe, each seed's first step at 0.95 (None: never);
-    ``own``: each variant's probe at its own maximum length; ``shortest``: the shortest probe,
-    where the claims fall back when nothing is learned at a variant's own length; ``roles``:
-    the variants each claim compares (a claim whose variants are missing is left out)."""
-
-    def mean(variant: str, probe: str) -> float | None:
-        return mean_present([f.get(probe) for f in finals[variant]])
-
-    claims = []
-    verdict: Verdict
-    gpt, mamba = roles.get("transformer_short"), roles.get("mamba_short")
-    if gpt in steps and mamba in steps:
-        verdict, why, where = "undecided", " (neither reached 0.95 in the steps trained)", own[gpt]
-        for probe in dict.fromkeys([own[gpt], shortest]):  # the own length, then the shortest
-            by_gpt, by_mamba = steps[gpt][probe], steps[mamba][probe]
-            if all(s is None for s in by_gpt + by_mamba):
-                continue
-            gpt_first, mamba_first = _earliest(by_gpt), _earliest(by_mamba)
-            faster = gpt_first is not None and (mamba_first is None or gpt_first < mamba_first)
-            verdict, why, where = ("reproduces" if faster else "does not reproduce"), "", probe
-            break
-        text = (
-            f"Transformers learn COPY faster: {verdict}{why} - first step at 0.95 on {where}, per "
-            f"seed: GPT {_first_reached(steps[gpt][where])}, Mamba d_state 16 "
-            f"{_first_reached(steps[mamba][where])}."
-        )
-        claims.append(Claim(text, verdict, "faster"))
-    gpt, mamba = roles.get("transformer_long"), roles.get("mamba_long")
-    if gpt in finals and mamba in finals:
-        probe = own[gpt]
-        at_gpt, at_mamba = mean(gpt, probe), mean(mamba, probe)
-        learned = [(f.get(probe) or 0.0) >= 0.9 for f in finals[gpt]]
-        mamba_learned = [(f.get(probe) or 0.0) >= 0.5 for f in finals[mamba]]
-        verdict, why = "undecided", ""
-        if at_gpt is None or at_mamba is None:
-            why = " (no final accuracy)"
-        elif not any(learned):
-            why = " (the GPT did not learn it either, < 0.9 in every seed)"
-        else:
-            verdict = "reproduces" if not any(mamba_learned) else "does not reproduce"
-        text = (
-            f"Mamba fails COPY at the longer maximum length where a Transformer learns: "
-            f"{verdict}{why} - final {probe} exact match, mean over seeds: GPT {_fmt(at_gpt)}, "
-            f"Mamba {_fmt(at_mamba)}; the GPT reached 0.9 in {sum(learned)} of {len(learned)} "
-            f"seeds, the Mamba 0.5 in {sum(mamba_learned)} of {len(mamba_learned)}."
-        )
-        claims.append(Claim(text, verdict, "longer"))
-    narrow, shallow = roles.get("mamba_narrow"), roles.get("mamba_shallow")
-    if narrow in finals and shallow in finals:
-        verdict, why, where = "undecided", " (equal or missing accuracies)", own[narrow]
-        for probe in dict.fromkeys([own[narrow], shortest]):
-            at_narrow, at_shallow = mean(narrow, probe), mean(shallow, probe)
-            if at_narrow is None or at_shallow is None or abs(at_narrow - at_shallow) < MARGIN:
-                continue
-            verdict = "reproduces" if at_narrow < at_shallow else "does not reproduce"
-            why, where = "", probe
-            break
-        text = (
-            "Shrinking Mamba's width hurts more than removing a layer (about the same parameter "
-            f"count): {verdict}{why} - final {where}, mean over seeds: narrow (expand 1) "
-            f"{_fmt(mean(narrow, where))}, shallow (1 layer) {_fmt(mean(shallow, where))} "
-            f"(told apart from {MARGIN:g} on)."
-        )
-        claims.append(Claim(text, verdict, "width-depth"))
-    return claims
-
-
 def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]:
     from reasonlab.analysis.ssm import run_decay
     from reasonlab.experiments.study_spec import STUDIES
@@ -243,7 +152,7 @@ def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]
                 )
             )
     roles = STUDIES[result.study].roles
-    claims = _claims(seed_finals, seed_steps, own_probe, min(probes, key=_length), roles)
+    claims = copy_claims(seed_finals, seed_steps, own_probe, min(probes, key=_length), roles)
     items: list[Item] = [
         Section(
             "Accuracy against copy length",

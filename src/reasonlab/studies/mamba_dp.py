@@ -18,7 +18,7 @@ from typing import Any
 from reasonlab.reporting.content import Claim, Item, Section, Table
 from reasonlab.reporting.seeds import mean_present, spread
 from reasonlab.runs.summary import StudyResult, StudyRun
-from reasonlab.studies.verdicts import verdict_from_seeds
+from reasonlab.studies.verdicts import verdict_every_seed, verdict_from_seeds
 
 METRICS = {
     "test": "exact match (greedy)",
@@ -33,7 +33,9 @@ def _advantage_holds(cot: float, direct: float) -> bool:
 
 
 def _gpt_advantage(problem: str, cot: dict[str, float], direct: dict[str, float]) -> Claim:
-    """The rule on the seeds' means, and how many seeds (cot-sN against direct-sN) meet it."""
+    """The rule on the seeds' means and on each seed (cot-sN against direct-sN): reproduces when
+    both meet it in every seed, does not reproduce when the means and no seed meet it, else
+    undecided (the seeds disagree, or fewer than two)."""
     key = f"advantage-{problem}"
     if not cot or not direct:
         return Claim(f"{problem}: undecided (a run is missing)", "undecided", key)
@@ -41,12 +43,15 @@ def _gpt_advantage(problem: str, cot: dict[str, float], direct: dict[str, float]
     mean_direct = sum(direct.values()) / len(direct)
     holds = _advantage_holds(mean_cot, mean_direct)
     paired = sorted(set(cot) & set(direct))
-    met = sum(_advantage_holds(cot[seed], direct[seed]) for seed in paired)
+    each = [_advantage_holds(cot[seed], direct[seed]) for seed in paired]
+    met = sum(each)
+    verdict, why = verdict_every_seed(holds, each)
     return Claim(
-        f"{problem}: the GPT's CoT advantage (CoT >= 0.95, direct >= 20 points lower) "
-        f"{'holds' if holds else 'does not hold'} on the means - CoT {mean_cot:.3f}, direct "
-        f"{mean_direct:.3f}; it holds in {met} of {len(paired)} seeds.",
-        "reproduces" if holds else "does not reproduce",
+        f"{problem}: the GPT's CoT advantage (CoT >= 0.95, direct >= 20 points lower): "
+        f"{verdict}{why} - it {'holds' if holds else 'does not hold'} on the means (CoT "
+        f"{mean_cot:.3f}, direct {mean_direct:.3f}) and holds in {met} of {len(paired)} seeds "
+        "(rule: on the means and in every seed).",
+        verdict,
         key,
         {"cot": [cot[s] for s in sorted(cot)], "direct": [direct[s] for s in sorted(direct)]},
     )

@@ -18,6 +18,7 @@ import numpy as np
 
 from reasonlab.reporting.content import Claim, Figure, Item, Section, Table, Verdict
 from reasonlab.runs.summary import StudyResult, StudyRun
+from reasonlab.studies.verdicts import verdict_every_seed
 
 
 def _plot(curves: dict[str, dict[int, float]], threshold: float) -> bytes:
@@ -47,47 +48,93 @@ def _smallest(by_state: dict[int, float], threshold: float) -> int | None:
 
 STATE_EFFECT = 0.1  # the least change of accuracy across d_state that counts as an effect
 
+Curves = dict[str, dict[int, float]]  # DP -> d_state -> exact match
 
-def _claim(curves: dict[str, dict[int, float]], threshold: float) -> Claim:
-    """The locality claim: the smallest d_state that reaches the threshold grows with m, and LIS
-    needs the most. Decided only where the state size changes some DP's accuracy by
-    STATE_EFFECT or more; otherwise what the runs show is not about the state."""
-    smallest = {dp: _smallest(by_state, threshold) for dp, by_state in curves.items()}
+
+def _needed(curves: Curves, threshold: float) -> dict[str, int]:
+    """Each DP's smallest d_state at the threshold; never reached: twice the largest tried."""
     largest_state = max(d for by_state in curves.values() for d in by_state)
-    effects = {dp: max(v.values()) - min(v.values()) for dp, v in curves.items()}
-    ordered = [
-        smallest[k] for k in sorted((k for k in smallest if k != "lis"), key=lambda k: int(k[1:]))
-    ]
-    as_numbers = [largest_state * 2 if s is None else s for s in ordered]
-    grows = all(a <= b for a, b in itertools.pairwise(as_numbers))
-    lis = smallest.get("lis")
-    lis_number = largest_state * 2 if lis is None else lis
-    lis_most = all(lis_number >= s for s in as_numbers)
-    verdict: Verdict = "undecided"
-    why = ""
-    if all(s is None for s in ordered):
-        why = " (no local DP reached the threshold at any state size tried)"
-    elif all(effect < STATE_EFFECT for effect in effects.values()):
-        why = (
-            f" (no DP's accuracy changes by {STATE_EFFECT:g} or more across the state "
-            "sizes tried, so what differs between the DPs is not the state)"
+    needed = {}
+    for dp, by_state in curves.items():
+        smallest = _smallest(by_state, threshold)
+        needed[dp] = largest_state * 2 if smallest is None else smallest
+    return needed
+
+
+def _order_holds(curves: Curves, threshold: float) -> bool:
+    """The smallest d_state reaching the threshold grows with m, LIS needs at least as much as
+    every local DP, and not every DP needs the same."""
+    needed = _needed(curves, threshold)
+    local = [needed[k] for k in sorted((k for k in needed if k != "lis"), key=lambda k: int(k[1:]))]
+    grows = all(a <= b for a, b in itertools.pairwise(local))
+    lis_most = all(needed["lis"] >= s for s in local) if "lis" in needed else True
+    return grows and lis_most and len(set(needed.values())) > 1
+
+
+def _state_matters(curves: Curves) -> bool:
+    return any(max(v.values()) - min(v.values()) >= STATE_EFFECT for v in curves.values())
+
+
+def _judged(curves: Curves, threshold: float) -> bool:
+    """A seed says something about the state each DP needs when that need is measured for
+    every DP (each reaches the threshold at some state size tried) or when the state size
+    visibly matters (changes some DP's accuracy by STATE_EFFECT or more). A seed where some DP
+    fails at every state size and no accuracy moves with the state measures learning, not
+    state: the DPs' order there would be an accident."""
+    measured = all(_smallest(v, threshold) is not None for v in curves.values())
+    return measured or _state_matters(curves)
+
+
+def _seed_verdict(seeds: list[Curves], threshold: float) -> tuple[Verdict, str]:
+    """The locality rule over seeds (each seed's own curves), on the seeds that are judged
+    (``_judged``), at least 2 of them: reproduces when the order holds in every judged seed,
+    does not reproduce when it fails in every one, else undecided."""
+    if len(seeds) < 2:
+        return "undecided", " (fewer than 2 seeds)"
+    judged = [c for c in seeds if _judged(c, threshold)]
+    if len(judged) < 2:
+        return "undecided", (
+            f" (in {len(seeds) - len(judged)} of {len(seeds)} seeds some DP fails at every "
+            f"state size and no DP's accuracy changes by {STATE_EFFECT:g} or more across them, "
+            "so what differs between the DPs is not the state)"
         )
-    elif grows and lis_most and len(set(as_numbers)) > 1:
-        verdict = "reproduces"
-    else:
-        verdict = "does not reproduce"
-    text = ", ".join(
-        f"{k} {v if v is not None else f'> {largest_state}'}" for k, v in smallest.items()
-    )
+    holds = [_order_holds(c, threshold) for c in judged]
+    verdict, why = verdict_every_seed(None, holds)
+    if verdict == "undecided":
+        why = f" (the order holds in {sum(holds)} of {len(holds)} seeds)"
+    return verdict, why
+
+
+def _claim(seeds: list[Curves], threshold: float) -> Claim:
+    """The locality claim, decided seed by seed (``_seed_verdict``), stated with the means."""
+    curves = {
+        dp: {d: float(np.mean([c[dp][d] for c in seeds])) for d in by_state}
+        for dp, by_state in seeds[0].items()
+    }
+    verdict, why = _seed_verdict(seeds, threshold)
+    largest_state = max(d for by_state in curves.values() for d in by_state)
+    per_seed = [
+        ", ".join(f"{dp} {_smallest(v, threshold) or f'> {largest_state}'}" for dp, v in c.items())
+        for c in seeds
+    ]
     ranges = ", ".join(
         f"{dp} {min(v.values()):.3f}-{max(v.values()):.3f}" for dp, v in curves.items()
     )
     return Claim(
         "The state a Mamba needs grows with the locality m of the DP, and a non-local DP (LIS) "
-        f"needs the most: {verdict}{why} here - smallest d_state reaching {threshold:g}: {text}; "
-        f"accuracy over the state sizes: {ranges}.",
+        f"needs the most: {verdict}{why} here - smallest d_state reaching {threshold:g}, per "
+        f"seed: {'; '.join(per_seed)}; accuracy over the state sizes (mean over seeds): "
+        f"{ranges} (rule: the order - the smallest state never falling as m grows, LIS's at "
+        "least every local DP's, not all the same - in every seed where each DP's need is "
+        f"measured or the state changes some DP's accuracy by {STATE_EFFECT:g} or more, at "
+        "least 2 such seeds).",
         verdict,
         "locality",
+        {
+            f"{dp}-d{d}": [c[dp][d] for c in seeds]
+            for dp, by_state in curves.items()
+            for d in by_state
+        },
     )
 
 
@@ -97,18 +144,38 @@ def _dp(run: StudyRun) -> str:
     return f"m{task['locality']}" if task["problem"] == "local" else task["problem"]
 
 
+def _dp_order(dp: str) -> tuple[int, str]:
+    """m1, m2, m4, ... by m, then the non-local DPs by name."""
+    local = dp[0] == "m" and dp[1:].isdigit()
+    return (int(dp[1:]) if local else 10**9, dp)
+
+
+def _seed_curves(result: StudyResult) -> list[Curves]:
+    """Each seed's curves (DP -> d_state -> final exact match), for the seeds that have every
+    (DP, d_state) of the study; a seed with a run missing is left out."""
+    by_seed: dict[str, Curves] = defaultdict(lambda: defaultdict(dict))
+    for name, run in result.runs.items():
+        seed = name.rpartition("-s")[2]
+        by_seed[seed][_dp(run)][run.config["model"]["d_state"]] = run.final.get("test") or 0.0
+    cells = {(dp, d) for c in by_seed.values() for dp, v in c.items() for d in v}
+    complete = []
+    for seed in sorted(by_seed):
+        curves = by_seed[seed]
+        if {(dp, d) for dp, v in curves.items() for d in v} == cells:
+            ordered = sorted(curves, key=_dp_order)
+            complete.append({dp: dict(sorted(curves[dp].items())) for dp in ordered})
+    return complete
+
+
 def analyze(out: Path, result: StudyResult) -> tuple[dict[str, Any], list[Item]]:
-    values: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    threshold = 0.9
-    for run in result.runs.values():
-        values[_dp(run)][run.config["model"]["d_state"]].append(run.final.get("test") or 0.0)
-        threshold = run.config["eval"]["threshold"]
+    threshold = next(iter(result.runs.values())).config["eval"]["threshold"]
+    seeds = _seed_curves(result)
+    claim = _claim(seeds, threshold)
     curves = {
-        dp: {d: float(np.mean(v)) for d, v in sorted(by_state.items())}
-        for dp, by_state in values.items()
+        dp: {d: float(np.mean([c[dp][d] for c in seeds])) for d in by_state}
+        for dp, by_state in seeds[0].items()
     }
     smallest = {dp: _smallest(by_state, threshold) for dp, by_state in curves.items()}
-    claim = _claim(curves, threshold)
     states = sorted({d for by_state in curves.values() for d in by_state})
     rows = [
         [dp, *(by_state.get(d) for d in states), smallest[dp]] for dp, by_state in curves.items()

@@ -12,6 +12,11 @@
 
 The spread is each side's range over seeds (min to max), the strictest reading of "does not
 overlap"; with three seeds a side it is also what the reports show beside mean ± std.
+
+``verdict_every_seed(on_means, per_seed)`` decides a rule checked on the means and in each seed
+(a level reached, an order kept): reproduces when it holds on the means and in every seed, does
+not reproduce when it fails on the means and in every seed, undecided when the seeds disagree
+or fewer than ``min_seeds`` were checked (``on_means`` None: a rule read seed by seed only).
 """
 
 from __future__ import annotations
@@ -45,3 +50,17 @@ def verdict_from_seeds(
     if mean_a < mean_b and max(values_a) < min(values_b) + margin:
         return "does not reproduce", ""
     return "undecided", " (the seeds' ranges overlap)"
+
+
+def verdict_every_seed(
+    on_means: bool | None, per_seed: Sequence[bool], min_seeds: int = 2
+) -> tuple[Verdict, str]:
+    """The verdict on a rule checked on the means and in each seed (module docstring) and why,
+    in a few words (empty when decided)."""
+    if len(per_seed) < min_seeds:
+        return "undecided", f" (fewer than {min_seeds} seeds)"
+    if on_means is not False and all(per_seed):
+        return "reproduces", ""
+    if not on_means and not any(per_seed):
+        return "does not reproduce", ""
+    return "undecided", " (the seeds disagree)"
