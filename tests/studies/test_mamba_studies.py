@@ -209,3 +209,5 @@ def test_locality_claim_is_decided_seed_by_seed():
     assert "m1 1, m2 1, m4 4, lis 1" in judged.text
     # one seed judged (the others flat and failing) is not enough
     assert _claim([lis_least, flat, flat], 0.9).verdict == "undecided"
+    # the seed where every need is measured (all 1) counts though no accuracy moves with state
+    assert _claim([lis_least, all_small, flat], 0.9).verdict == "does not reproduce"
