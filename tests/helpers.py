@@ -56,24 +56,41 @@ SMALL_TASK: dict[str, Any] = {
     "id_test_fraction": 0.05,
 }
 
-# Overrides that shrink a ready study's cpu preset to a few seconds (a tiny graph and model).
-STUDY_TINY = [
+# A tiny two-hop graph and model, as --set overrides of a ready study's cpu preset.
+TWOHOP_TINY = [
     "task.num_entities=40",
     "task.num_relations=8",
     "task.out_degree=4",
     "task.lam=1.5",
     "task.ood_fraction=0.2",
     "task.id_test_fraction=0.05",
-    "task.khop=[]",
     "model.n_layers=1",
     "model.d_model=16",
     "model.n_heads=2",
-    "train.steps=6",
     "train.batch_size=32",
+]
+# Overrides that shrink a two-hop study's cpu preset to a few seconds.
+STUDY_TINY = [
+    *TWOHOP_TINY,
+    "task.khop=[]",
+    "train.steps=6",
     "train.warmup_steps=2",
     "eval.every=3",
     "log.progress=false",
 ]
+# Two steps of a ready study (its analysis still runs on them), with the Mamba studies' tiny sizes.
+QUICK = ["train.steps=2", "train.warmup_steps=1", "eval.every=2", "log.progress=false"]
+MAMBA_TINY = {
+    "mamba-copy": [
+        "task.num_train=200",
+        "task.num_test=6",
+        "task.max_length=4",
+        "task.test_lengths=[3,6]",
+        "model.d_model=16",
+    ],
+    "mamba-dp": ["task.num_train=200", "task.num_test=6", "model.d_model=16"],
+    "mamba-locality": ["task.num_train=200", "task.num_test=6", "model.d_model=8"],
+}
 
 
 def tiny_config(*overrides: str) -> RunConfig:

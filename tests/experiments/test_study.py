@@ -68,6 +68,24 @@ def test_a_preset_may_run_a_subset_of_the_variants(tmp_path):
         load_studies(tmp_path)
 
 
+def test_a_preset_may_give_a_variant_settings_of_its_own(tmp_path):
+    (tmp_path / "s.yaml").write_text(
+        "name: s\nvariants: {a: {train.lr: 0.1}, b: {}}\n"
+        "presets: {cpu: {train: {steps: 10}}, paper: {train: {steps: 99}}}\n"
+        "preset_variants: {cpu: {b: {train.steps: 40}, a: {}}}\n"
+    )
+    spec = load_studies(tmp_path)["s"]
+    assert spec.variants_for("cpu") == {"b": {"train.steps": 40}, "a": {"train.lr": 0.1}}
+    assert spec.variants_for("paper") == {"a": {"train.lr": 0.1}, "b": {}}  # cpu's stay there
+    configs = study_configs(spec, "cpu", seeds=1)
+    assert configs["b-s0"].train.steps == 40 and configs["a-s0"].train.steps == 10
+    (tmp_path / "s.yaml").write_text(
+        "name: s\nvariants: {a: {}}\npresets: {cpu: {}}\npreset_variants: {cpu: a}\n"
+    )
+    with pytest.raises(ConfigError, match=r"preset_variants\.cpu: give a list"):
+        load_studies(tmp_path)
+
+
 def test_seeds_vary_data_and_training():
     configs = study_configs(STUDIES["cot-twohop"], "cpu", seeds=2)
     assert len(configs) == 6

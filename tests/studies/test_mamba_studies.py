@@ -8,22 +8,11 @@ import json
 
 import pytest
 
-from helpers import run_cli
+from helpers import MAMBA_TINY, QUICK, run_cli
 from reasonlab.runs.summary import StudyResult
 from reasonlab.studies import STUDIES, study_configs
 
-TINY = {
-    "mamba-copy": [
-        "task.num_train=200",
-        "task.num_test=6",
-        "task.max_length=4",
-        "task.test_lengths=[3,6]",
-        "model.d_model=16",
-    ],
-    "mamba-dp": ["task.num_train=200", "task.num_test=6", "model.d_model=16"],
-    "mamba-locality": ["task.num_train=200", "task.num_test=6", "model.d_model=8"],
-}
-QUICK = ["train.steps=2", "train.warmup_steps=1", "eval.every=2", "log.progress=false"]
+TINY = MAMBA_TINY
 
 
 def study(name: str, preset: str, out, capsys, overrides: list[str]) -> dict:
@@ -127,10 +116,10 @@ def test_copy_claims_are_decided_seed_by_seed():
     finals = {
         "gpt-L40": [{"len40": 0.95}, {"len40": 0.2}, {"len40": 0.0}],
         "mamba-d16-L40": [{"len40": 0.0}] * 3,
-        "mamba-narrow-L20": [{"len10": 0.1, "len20": 0.0}] * 3,
-        "mamba-shallow-L20": [{"len10": 0.4, "len20": 0.0}] * 3,
+        "mamba-narrow": [{"len10": 0.1, "len20": 0.0}] * 3,
+        "mamba-shallow": [{"len10": 0.4, "len20": 0.0}] * 3,
     }
-    own = {"gpt-L20": "len20", "gpt-L40": "len40", "mamba-narrow-L20": "len20"}
+    own = {"gpt-L20": "len20", "gpt-L40": "len40", "mamba-narrow": "len20"}
     faster, longer, width = copy_claims(finals, steps, own, "len10", roles)
     assert faster.verdict == "undecided" and "on len10" in faster.text
     assert "GPT 1500 / never / 1250, Mamba d_state 16 never / never / never" in faster.text
@@ -145,12 +134,12 @@ def test_copy_claims_are_decided_seed_by_seed():
     assert faster.verdict == "reproduces" and longer.verdict == "reproduces"
     steps["mamba-d16-L20"]["len10"] = [750, 1250, 1500]  # interleaved with the GPT's
     finals["mamba-d16-L40"] = [{"len40": 0.6}, {"len40": 0.2}, {"len40": 0.9}]
-    finals["mamba-shallow-L20"] = [{"len10": 0.3}, {"len10": 0.1}, {"len10": 0.4}]
+    finals["mamba-shallow"] = [{"len10": 0.3}, {"len10": 0.1}, {"len10": 0.4}]
     faster, longer, width = copy_claims(finals, steps, own, "len10", roles)
     assert (faster.verdict, longer.verdict, width.verdict) == ("undecided",) * 3
     finals["mamba-d16-L40"] = [{"len40": 0.6}, {"len40": 0.7}, {"len40": 0.9}]
     steps["mamba-d16-L20"]["len10"] = [250, 500, 500]
-    for variant in ("mamba-narrow-L20", "mamba-shallow-L20"):
+    for variant in ("mamba-narrow", "mamba-shallow"):
         finals[variant] = [{"len10": 0.0, "len20": 0.01}] * 3  # both fail everywhere
     faster, longer, width = copy_claims(finals, steps, own, "len10", roles)
     assert faster.verdict == "does not reproduce" and longer.verdict == "does not reproduce"

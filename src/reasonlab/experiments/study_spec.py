@@ -9,7 +9,8 @@ or ``presets_from`` another study with ``preset_changes`` (preset -> {dotted key
 again at the preset's value times each factor), ``seeds``, ``headline`` (label -> probe),
 ``stages`` (probes whose per-stage scores get a figure of their own), ``roles`` (what a variant
 stands for in the study's analysis -> its name), ``preset_variants`` (preset -> the variants it
-runs, where it runs fewer than all: a cpu preset that keeps to the variants its claims compare),
+runs, where it runs fewer than all: a cpu preset that keeps to the variants its claims compare;
+a list of names, or names -> settings that the variant takes in that preset only),
 ``analysis`` (the analysis run after training) and ``paper`` (source and rows shown beside ours).
 """
 
@@ -53,8 +54,9 @@ class StudySpec:
     # scale axes: dotted key -> factors; each variant also runs with the preset's value at that
     # key times each factor (cot-pattern: entities, relations per entity, width)
     scale: dict[str, list[float]] = field(default_factory=dict)
-    # preset -> the variants it runs (a preset not named runs every variant)
-    preset_variants: dict[str, list[str]] = field(default_factory=dict)
+    # preset -> the variants it runs, each with the settings it takes in that preset only (a
+    # preset not named runs every variant with its own settings)
+    preset_variants: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def variants_for(self, preset: str) -> dict[str, dict[str, Any]]:
         """Variant name -> settings for a preset: the YAML's variants and, per scale axis and
@@ -62,10 +64,12 @@ class StudySpec:
         ``VARIANT-AXIS-xFACTOR``; a width stays a multiple of the heads). Factors apply to
         the preset's values; ``--set`` on an axis's key sets it in every run, collapsing it.
         A preset listed in ``preset_variants`` runs only the variants it lists, in its order
-        (longest first, so that with --jobs the runs end at about the same time)."""
+        (longest first, so that with --jobs the runs end at about the same time), each with the
+        preset's own settings for it on top of the variant's."""
         chosen = self.preset_variants.get(preset)
-        names = list(self.variants) if chosen is None else chosen
-        variants = {name: self.variants[name] for name in names}
+        if chosen is None:
+            chosen = {name: {} for name in self.variants}
+        variants = {name: {**self.variants[name], **extra} for name, extra in chosen.items()}
         for name, settings in list(variants.items()):
             data = self.variant_data(preset, name, settings)
             for key, factors in self.scale.items():
@@ -112,15 +116,22 @@ def _roles(data: dict[str, Any]) -> dict[str, str]:
     return roles
 
 
-def _preset_variants(data: dict[str, Any]) -> dict[str, list[str]]:
-    """The presets that run a subset of the variants, each subset's names checked."""
-    chosen = {str(k): list(v) for k, v in (data.get("preset_variants") or {}).items()}
-    for preset, names in chosen.items():
-        unknown = [n for n in names if n not in data["variants"]]
+def _preset_variants(data: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The presets that run a subset of the variants (a list of names, or names -> the settings
+    each takes in that preset only), each name checked."""
+    chosen: dict[str, dict[str, dict[str, Any]]] = {}
+    for preset, listed in (data.get("preset_variants") or {}).items():
+        where = f"study {data['name']}: preset_variants.{preset}"
+        if isinstance(listed, dict):
+            named = {str(n): dict(extra or {}) for n, extra in listed.items()}
+        elif isinstance(listed, list):
+            named = {str(n): {} for n in listed}
+        else:
+            raise ConfigError(f"{where}: give a list of variants or variant -> settings")
+        unknown = [n for n in named if n not in data["variants"]]
         if unknown:
-            raise ConfigError(
-                f"study {data['name']}: preset_variants.{preset}: no variant {unknown[0]!r}"
-            )
+            raise ConfigError(f"{where}: no variant {unknown[0]!r}")
+        chosen[str(preset)] = named
     return chosen
 
 
