@@ -1,5 +1,5 @@
 # Each target does its own set-up: a .venv with the CPU build of torch on machines without a GPU.
-.PHONY: setup test test-fast lint study bench docs claims clean
+.PHONY: setup test test-fast lint study bench docs claims dist clean
 
 # The set-up runs again only when pyproject.toml or the script changed (the stamp file).
 setup: .venv/.installed
@@ -41,6 +41,14 @@ claims: setup
 # broken link or a page missing from the navigation.
 docs: setup
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir site
+
+# The wheel and the sdist into dist/ (setuptools in an isolated build environment, from the
+# package index), then twine's check of both, as PyPI would read them (tests/test_packaging.py
+# installs such a wheel in a fresh venv and runs the quick study from it).
+dist: setup
+	rm -rf dist
+	.venv/bin/python -m build --outdir dist .
+	.venv/bin/twine check --strict dist/*
 
 clean:
 	rm -rf .venv runs .pytest_cache .ruff_cache

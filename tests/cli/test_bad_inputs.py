@@ -527,6 +527,22 @@ def data_from_a_missing_config(ctx):
     return Case(["data", missing, "--out", ctx.tmp / "d"], [missing], absent=[ctx.tmp / "d"])
 
 
+@case
+def data_hf_of_a_vector_task(ctx):
+    """In-context regression has no tokens: no Hugging Face text dataset."""
+    out = ctx.tmp / "data"
+    config = ctx.file(yaml.safe_dump({**TINY_RUN, "task": ICL}))
+    return Case(["data", config, "--out", out, "--format", "hf"], ["--format", "icl"], absent=[out])
+
+
+@case
+def data_in_an_unknown_format(ctx):
+    out = ctx.tmp / "data"
+    return Case(
+        ["data", ctx.file(TINY_YAML), "--out", out, "--format", "csv"], ["--format"], absent=[out]
+    )
+
+
 # ----------------------------------------------------------------------------- reasonlab study
 
 

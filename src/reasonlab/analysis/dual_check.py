@@ -83,9 +83,6 @@ def example_inputs(config: RunConfig, n: int) -> Tensor:
 def plot_gaps(result: dict[str, Any], title: str, path: Path) -> None:
     """Two log-log panels against m: rf vs softmax with its fitted slope and an m^(-1/2) line
     through its first point; dual vs rf (rounding)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from reasonlab.reporting.plots import TITLE_SIZE, save_png, wrap_title

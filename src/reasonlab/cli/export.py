@@ -1,4 +1,5 @@
-"""``reasonlab export RUN_DIR OUT`` writes a run's model as a Hugging Face checkpoint."""
+"""``reasonlab export RUN_DIR OUT`` writes a run's model as a Hugging Face checkpoint, with its
+tokenizer and model card."""
 
 from __future__ import annotations
 
@@ -15,11 +16,17 @@ def export(
         ..., metavar="OUT", help="A new (or empty) folder for the exported model."
     ),
     format_: str = format_option(
-        "hf", "hf: a Hugging Face checkpoint (GPT-2, or MambaForCausalLM)."
+        "hf",
+        "hf: a Hugging Face checkpoint (GPT-2, or MambaForCausalLM), its tokenizer and a model "
+        "card (README.md).",
     ),
     checkpoint: str = checkpoint_option("STEP or last."),
 ) -> None:
-    """Export a run's model: AutoModelForCausalLM.from_pretrained(OUT) gives the same logits."""
+    """Export a run's model, its tokenizer and a model card for Hugging Face transformers.
+
+    AutoModelForCausalLM.from_pretrained(OUT) gives the same logits as the run's model;
+    AutoTokenizer.from_pretrained(OUT) turns the task's text into its ids and back.
+    """
     from reasonlab.interop.huggingface import export_run
 
     record = export_run(run_dir, out, fmt=format_, checkpoint=checkpoint)

@@ -107,8 +107,12 @@ class EvalConfig(StrictModel):
     at_start: bool = Field(True, description="also evaluate the untrained model at step 0")
 
 
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow")  # log.tracker's choices
+
+
 class LogConfig(StrictModel):
-    """The ``log`` section: which checkpoints are kept, and the progress shown."""
+    """The ``log`` section: which checkpoints are kept, the progress shown, and the experiment
+    trackers that mirror the run."""
 
     checkpoints: Literal["log", "final", "none"] = Field(
         "log",
@@ -121,6 +125,34 @@ class LogConfig(StrictModel):
     progress: bool = Field(
         True, description="show progress (a live bar in a terminal, else a line per evaluation)"
     )
+    tracker: str | list[str] = Field(
+        "none",
+        description="experiment tracking: none, tensorboard, wandb or mlflow, or a list naming "
+        "several; each gets the config, every metrics record at its step, the final summary "
+        "(and a study's report figures). Files go under the run folder: tensorboard/, wandb/ "
+        "(offline unless WANDB_MODE or WANDB_API_KEY is set), mlruns/ (unless "
+        "MLFLOW_TRACKING_URI is set). Each needs its extra: pip install 'reasonlab[wandb]'",
+    )
+
+    @field_validator("tracker", mode="before")
+    @classmethod
+    def _known_trackers(cls, value: Any) -> Any:
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise ValueError(f"expected a tracker or a list of trackers, got {shown(value)}")
+        for name in names:
+            if name not in TRACKERS:
+                raise ValueError(f"unknown tracker {shown(name)} (known: {', '.join(TRACKERS)})")
+        if "none" in names and len(names) > 1:
+            raise ValueError("none cannot be listed with other trackers")
+        if len(set(names)) < len(names):
+            raise ValueError(f"a tracker is named twice in {names}")
+        return value
+
+    def trackers(self) -> list[str]:
+        """The trackers chosen, in the order given (none: an empty list)."""
+        names = [self.tracker] if isinstance(self.tracker, str) else list(self.tracker)
+        return [name for name in names if name != "none"]
 
 
 class RunConfig(StrictModel):
@@ -141,7 +173,9 @@ class RunConfig(StrictModel):
     )
     train: TrainConfig = Field(default_factory=TrainConfig, description="optimization")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation")
-    log: LogConfig = Field(default_factory=LogConfig, description="checkpoints and progress")
+    log: LogConfig = Field(
+        default_factory=LogConfig, description="checkpoints, progress and experiment tracking"
+    )
 
     @field_validator("task", mode="before")
     @classmethod

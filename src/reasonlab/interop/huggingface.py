@@ -17,11 +17,16 @@ two-hop), so that ``generate`` stops where the task's answer ends; ``bos_token_i
 task starts its rows with a begin token. The token of each id is written to
 ``reasonlab_vocab.json`` (a plain list), a name no Hugging Face tokenizer reads.
 
+Beside the weights: the tokenizer (``hf_tokenizer.py``: ``AutoTokenizer.from_pretrained(OUT)``
+encodes the task's text to these ids and decodes them back) and the model card (``README.md``,
+``model_card.py``). A run of a vector task (in-context regression) has no tokens and is refused.
+
 ``transformers`` is imported only here, when an export is asked for.
 """
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,9 +35,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from reasonlab.config import ConfigError, GPTModelConfig, RunConfig, TwoHopTaskConfig
-from reasonlab.core.files import make_dir, require_empty_folder, write_json
+from reasonlab.core.files import atomic_path, make_dir, require_empty_folder, write_json
+from reasonlab.interop.hf_tokenizer import write_tokenizer
+from reasonlab.interop.model_card import model_card
 from reasonlab.models.gpt import GPT
 from reasonlab.runs.folder import RunDir
+from reasonlab.tasks import VECTOR_TASKS
 from reasonlab.tasks.twohop.encoding import Vocabulary
 
 if TYPE_CHECKING:
@@ -261,6 +269,11 @@ def export_run(
     require_empty_folder(out, "OUT")  # OUT is the command's second argument
     run = RunDir(run_dir)
     config = run.load_config()
+    if config.task.kind in VECTOR_TASKS:
+        raise ConfigError(
+            f"--format: hf exports models of token tasks; task.kind {config.task.kind} reads and "
+            "writes vectors"
+        )
     if config.model.kind not in HF_CONVERSIONS:
         kinds = " and ".join(HF_CONVERSIONS)
         raise ConfigError(f"model.kind: only {kinds} models export to hf, not {config.model.kind}")
@@ -304,5 +317,14 @@ def export_run(
     if tokens is not None:
         write_json(out / VOCAB_FILE, tokens)
         record["vocab"] = VOCAB_FILE
+        with _quiet_transformers():
+            write_tokenizer(out, tokens, config.task.kind, special, seq_len)
+        record["tokenizer"] = "tokenizer.json"
+    command = ["reasonlab", "export", str(run_dir), str(out), "--format", fmt]
+    card = model_card(
+        run, config, record, tokens, shlex.join([*command, "--checkpoint", str(step)])
+    )
+    with atomic_path(out / "README.md") as tmp:
+        tmp.write_text(card)
     write_json(out / "reasonlab_export.json", record)
     return record

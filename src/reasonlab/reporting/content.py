@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 # A paper's claim checked against our runs; "undecided" when what would decide it is missing.
 Verdict = Literal["reproduces", "does not reproduce", "undecided"]
@@ -72,6 +72,7 @@ class Section:
 
 
 Item = Table | Figure | Claim | Paragraph | Bullets | Section
+ItemT = TypeVar("ItemT", Claim, Figure)
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,23 @@ class StageCurves:
     probes: list[str]
 
 
-def claims_in(items: list[Item]) -> list[Claim]:
-    """Every claim among the items, sections walked depth first, in the report's order."""
-    found: list[Claim] = []
+def _walk(items: list[Item], kind: type[ItemT]) -> list[ItemT]:
+    """Every item of ``kind`` among the items, sections walked depth first, in the report's
+    order."""
+    found: list[ItemT] = []
     for item in items:
-        if isinstance(item, Claim):
+        if isinstance(item, kind):
             found.append(item)
         elif isinstance(item, Section):
-            found.extend(claims_in(item.items))
+            found.extend(_walk(item.items, kind))
     return found
+
+
+def claims_in(items: list[Item]) -> list[Claim]:
+    """Every claim among the items, in the report's order."""
+    return _walk(items, Claim)
+
+
+def figures_in(items: list[Item]) -> list[Figure]:
+    """Every figure among the items, in the report's order."""
+    return _walk(items, Figure)

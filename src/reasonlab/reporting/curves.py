@@ -8,15 +8,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
 from reasonlab.core.files import atomic_path
+from reasonlab.reporting.backend import use_file_backend
 from reasonlab.reporting.seeds import variant_of
 from reasonlab.runs.summary import RunMetric
+
+use_file_backend()  # Agg, unless a notebook or MPLBACKEND chose another
 
 
 def distinct_colours(names: list[str]) -> dict[str, Any]:

@@ -92,9 +92,11 @@ def render(items: list[Item], level: int = 1) -> str:
 
 def render_page(title: str, intro: str, items: list[Item]) -> str:
     """The whole page: the title as its heading, the opening paragraph, then the items (its
-    sections, titled a level below the page's)."""
+    sections, titled a level below the page's). An empty icon, so that a browser asks its
+    server for nothing (no /favicon.ico, a 404 in the console)."""
     body = f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>{render(items)}"
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-        f"</title><style>{STYLE}</style></head><body>{body}</body></html>"
+        f"<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{body}</body>"
+        "</html>"
     )

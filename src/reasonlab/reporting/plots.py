@@ -10,14 +10,14 @@ import math
 import textwrap
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from reasonlab.core.files import atomic_path
+from reasonlab.reporting.backend import use_file_backend
+
+use_file_backend()  # Agg, unless a notebook or MPLBACKEND chose another
 
 TITLE_SIZE = 9
 MIN_WIDTH = 4.2  # inches: room for a wrapped title above even a two-column heatmap

@@ -8,23 +8,44 @@ writer.
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 from typing import Any
 
 from reasonlab.experiments import study as _study
 from reasonlab.experiments.study_spec import STUDIES, StudySpec, study_configs
-from reasonlab.reporting.content import Item
+from reasonlab.reporting.content import Item, figures_in
 from reasonlab.reporting.study_report import write_study_report
 from reasonlab.runs.summary import StudyResult
 from reasonlab.studies.khop_probes import khop_section
+from reasonlab.training.tracking.study import track_study
 
 __all__ = ["STUDIES", "StudySpec", "run_study", "study_configs"]
 
 
 def _write_report(folder: Path, spec: StudySpec, result: StudyResult, items: list[Item]) -> Path:
     """A ready study's report: the standard sections, the k-hop probes explained (two-hop
-    studies that ask them), then the items of the study's analysis."""
-    return write_study_report(folder, spec, result, [*khop_section(result), *items])
+    studies that ask them), then the items of the study's analysis; its figures go to the
+    experiment trackers its runs chose (``log.tracker``)."""
+    path = write_study_report(folder, spec, result, [*khop_section(result), *items])
+    track_study(folder, result, report_figures(folder, items))
+    return path
+
+
+def report_figures(folder: Path, items: list[Item]) -> dict[str, bytes]:
+    """The report's figures by tag: the curves it drew (PNG files beside it), then those of the
+    study's analysis, tagged by their alt text."""
+    figures = {
+        f"report/{name}": (folder / f"{name}.png").read_bytes()
+        for name in ("curves", "stages")
+        if (folder / f"{name}.png").is_file()
+    }
+    for figure in figures_in(items):
+        tag = "report/" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", figure.alt).strip("_") or "figure")
+        while tag in figures:
+            tag += "_"
+        figures[tag] = figure.png()
+    return figures
 
 
 def run_study(

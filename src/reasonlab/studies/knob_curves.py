@@ -23,17 +23,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
 from reasonlab.config import apply_overrides
 from reasonlab.core.files import atomic_path
+from reasonlab.reporting.backend import use_file_backend
 from reasonlab.reporting.content import Figure, Item, Paragraph, Section, Table
 from reasonlab.reporting.seeds import mean_present, spread
 from reasonlab.runs.summary import StudyResult, StudyRun
+
+use_file_backend()  # Agg, unless a notebook or MPLBACKEND chose another
 
 Point = dict[str, Any]
 

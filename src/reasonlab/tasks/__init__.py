@@ -49,6 +49,8 @@ BUILDERS: dict[str, Callable[..., Task]] = {
     "dp": _build_dp,
     "icl": _build_icl,
 }
+# Tasks whose models read and write vectors, not tokens: no vocabulary, no text of tokens.
+VECTOR_TASKS = frozenset({"icl"})
 WRITERS: dict[str, Callable[..., dict[str, int]]] = {
     "twohop": write_folder,
     "copy": _write_text,
@@ -70,4 +72,4 @@ def write_dataset(cfg: TaskConfig, out: Path) -> dict[str, int]:
     return WRITERS[cfg.kind](cfg, Path(out))
 
 
-__all__ = ["Probe", "Task", "TaskData", "build_task", "write_dataset"]
+__all__ = ["VECTOR_TASKS", "Probe", "Task", "TaskData", "build_task", "write_dataset"]

@@ -42,6 +42,7 @@ from reasonlab.training.precision import (
 from reasonlab.training.progress import Progress
 from reasonlab.training.resume import prepare_resume
 from reasonlab.training.state import History, Training, end_summary, start_summary
+from reasonlab.training.tracking import Tracking, open_tracking, require_trackers
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,6 +136,7 @@ def train(
     (a full disk) ends the run as ``failed`` where summary.json can still be written. Returns
     what the run's summary.json holds (``RunSummary``, as JSON)."""
     run = RunDir(out)
+    require_trackers(config.log.trackers())  # a missing package: refused before any work
     device = resolve_device(config.train.device)
     data = data if data is not None else build_task(config.task)
     if data.resolved:  # what the data decides (e.g. the CoT pattern of a data_dir folder)
@@ -196,6 +198,7 @@ def _train_locked(
     state.started = time.perf_counter()
     status, error, failed_step = "failed", None, None
     try:
+        state.tracking = open_tracking_of(state)
         _loop(state)
         status = "completed"
     except KeyboardInterrupt:
@@ -216,6 +219,8 @@ def _train_locked(
         state.progress.close()
         summary = end_summary(state, summary, status, error, failed_step)
         unwritten = summary.write_if_possible(run.summary_path)
+        if state.tracking is not None:
+            state.tracking.finish(summary.as_json(), status)
         if unwritten is not None and status == "completed":
             raise ConfigError(
                 f"{run.summary_path}: cannot write ({unwritten.strerror}); the run trained to "
@@ -225,6 +230,19 @@ def _train_locked(
 
 
 WARNING_PREFIX = "warning: "
+
+
+def open_tracking_of(state: Training) -> Tracking | None:
+    """The run's experiment trackers (``log.tracker``; None without), given the records a
+    resumed run has so far that they have not got yet."""
+    config = state.config
+    return open_tracking(
+        config.log.trackers(),
+        state.run.path,
+        config.name,
+        config.model_dump(mode="json"),
+        state.history.records,
+    )
 
 
 def run_notes(state: Training) -> list[str]:
@@ -291,6 +309,8 @@ def _loop(state: Training) -> None:
         )
         run.append_metrics(record)
         history.records.append(record)
+        if state.tracking is not None:
+            state.tracking.log(record)
         return record
 
     if state.start_step == 0 and eval_cfg.at_start:

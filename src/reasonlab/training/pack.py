@@ -68,6 +68,7 @@ from reasonlab.training.pack_optim import (
 from reasonlab.training.precision import autocast_context, precision_for_run
 from reasonlab.training.progress import Progress
 from reasonlab.training.state import History, Training
+from reasonlab.training.tracking import require_trackers
 
 
 def pack_key(config: RunConfig) -> str:
@@ -194,6 +195,8 @@ def train_pack(
     if len(configs) == 1:
         one = data[0] if data else None
         return [loop.train(configs[0], outs[0], resume=resume, data=one)]
+    for config in configs:  # a missing tracker package: refused before any work
+        require_trackers(config.log.trackers())
     tasks = data if data is not None else [build_task(c.task) for c in configs]
     configs = [
         c.model_copy(update={"task": c.task.model_copy(update=t.resolved)}) if t.resolved else c
@@ -277,6 +280,8 @@ def _train_locked(members: list[Member], resume: bool) -> list[dict[str, Any]]:
         member.state.started = time.perf_counter()
     status = "failed"
     try:
+        for member in members:  # one tracked run per member, grouped by study or sweep
+            member.state.tracking = loop.open_tracking_of(member.state)
         _loop(pack, members, progress)
         status = "completed"
     except KeyboardInterrupt:

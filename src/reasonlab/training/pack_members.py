@@ -77,6 +77,8 @@ class Member:
         )
         state.run.append_metrics(record)
         state.history.records.append(record)
+        if state.tracking is not None:
+            state.tracking.log(record)
         return record
 
     def evaluate_and_save(self, done: int) -> None:
@@ -129,3 +131,6 @@ def close_member(member: Member, status: str) -> None:
     final = end_summary(state, summary, status, member.error, member.failed_step)
     final.write_if_possible(state.run.summary_path)
     member.result = final.as_json()
+    if state.tracking is not None:
+        state.tracking.finish(member.result, status)
+        state.tracking = None

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from reasonlab.config import RunConfig
+from reasonlab.core.files import read_json
 from reasonlab.runs.checkpoints import TrainingCheckpoints
 from reasonlab.runs.folder import RunDir, versions
 from reasonlab.runs.integrity import config_digest
@@ -20,6 +21,7 @@ from reasonlab.runs.summary import RunSummary
 from reasonlab.tasks import Task
 from reasonlab.training.precision import precision_reason
 from reasonlab.training.progress import Progress
+from reasonlab.training.tracking import Tracking
 
 RESERVED_KEYS = ("step", "loss", "lr", "tokens", "elapsed_s", NONFINITE_KEY)
 
@@ -76,6 +78,7 @@ class Training:
     tokens_seen: int = 0
     skipped: list[int] = field(default_factory=list)  # steps not applied (non-finite, skip_step)
     started: float = field(default_factory=time.perf_counter)
+    tracking: Tracking | None = None  # the experiment trackers (log.tracker), once opened
 
     def elapsed(self) -> float:
         return round(self.elapsed_before + time.perf_counter() - self.started, 3)
@@ -99,7 +102,9 @@ def start_summary(state: Training, notes: list[str], fingerprint: str) -> RunSum
         metric=data.metric.as_dict(),
         notes=notes,
         versions=versions(),
-        config_sha256=config_digest(config.model_dump(mode="json")),
+        # of config.json as it is on disk: a run made before a config key was added keeps
+        # the file it was made with
+        config_sha256=config_digest(read_json(state.run.config_path)),
     )
     if state.checkpoints.kept:
         summary.continued_from = sorted(state.checkpoints.kept)
