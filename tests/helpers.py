@@ -56,6 +56,17 @@ SMALL_TASK: dict[str, Any] = {
     "id_test_fraction": 0.05,
 }
 
+# The export tests' two-hop task: 30 entities, big enough for every probe to have items.
+EXPORT_TWOHOP_TASK: dict[str, Any] = {
+    "kind": "twohop",
+    "num_entities": 30,
+    "num_relations": 6,
+    "out_degree": 3,
+    "lam": 1,
+    "ood_fraction": 0.3,
+    "id_test_fraction": 0.1,
+}
+
 # A tiny two-hop graph and model, as --set overrides of a ready study's cpu preset.
 TWOHOP_TINY = [
     "task.num_entities=40",

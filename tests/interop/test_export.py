@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import exit_code
+from helpers import EXPORT_TWOHOP_TASK, exit_code
 from reasonlab.config import ConfigError, config_from_dict
 from reasonlab.models.build import build_model
 from reasonlab.runs.folder import RunDir, load_checkpoint_file
@@ -20,15 +20,7 @@ from reasonlab.training.loop import train
 transformers = pytest.importorskip("transformers")
 
 RUN = {
-    "task": {
-        "kind": "twohop",
-        "num_entities": 30,
-        "num_relations": 6,
-        "out_degree": 3,
-        "lam": 1,
-        "ood_fraction": 0.3,
-        "id_test_fraction": 0.1,
-    },
+    "task": EXPORT_TWOHOP_TASK,
     "model": {"n_layers": 2, "d_model": 32, "n_heads": 2},
     "train": {"steps": 5, "batch_size": 16, "device": "cpu"},
     "eval": {"every": 5},

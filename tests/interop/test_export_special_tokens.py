@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from helpers import exit_code
+from helpers import EXPORT_TWOHOP_TASK, exit_code
 from reasonlab.config import config_from_dict
 from reasonlab.training.loop import train
 
@@ -41,15 +41,7 @@ RUNS: dict[str, dict[str, Any]] = {
         "model": {"kind": "mamba", "n_layers": 1, "d_model": 32, "d_state": 4},
     },
     "twohop-gpt": {
-        "task": {
-            "kind": "twohop",
-            "num_entities": 30,
-            "num_relations": 6,
-            "out_degree": 3,
-            "lam": 1,
-            "ood_fraction": 0.3,
-            "id_test_fraction": 0.1,
-        },
+        "task": EXPORT_TWOHOP_TASK,
         "model": {"n_layers": 1, "d_model": 32, "n_heads": 2, "max_seq_len": 16},
     },
 }

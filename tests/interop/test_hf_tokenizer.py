@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers import exit_code, one_line_error
+from helpers import EXPORT_TWOHOP_TASK, exit_code, one_line_error
 from reasonlab.config import ConfigError, config_from_dict
 from reasonlab.interop.hf_dataset import write_hf_dataset
 from reasonlab.interop.hf_tokenizer import write_tokenizer
@@ -35,15 +35,7 @@ datasets = pytest.importorskip("datasets")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TWOHOP = {
-    "kind": "twohop",
-    "num_entities": 30,
-    "num_relations": 6,
-    "out_degree": 3,
-    "lam": 1,
-    "ood_fraction": 0.3,
-    "id_test_fraction": 0.1,
-}
+TWOHOP = EXPORT_TWOHOP_TASK
 DP = {"kind": "dp", "problem": "lis", "length": 3, "value_range": 10, "num_train": 300}
 TASKS: dict[str, dict[str, Any]] = {
     "twohop": TWOHOP,

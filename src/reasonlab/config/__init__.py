@@ -24,7 +24,7 @@ from reasonlab.config.loading import (
 )
 from reasonlab.config.model_configs import GPTModelConfig, MambaModelConfig
 from reasonlab.config.overrides import apply_overrides, parse_override, set_key
-from reasonlab.config.schema import EvalConfig, LogConfig, RunConfig, TrainConfig
+from reasonlab.config.schema import EvalConfig, LogConfig, RunConfig, TrainConfig, tracker_names
 from reasonlab.config.task_configs import (
     CopyTaskConfig,
     DPTaskConfig,
@@ -58,4 +58,5 @@ __all__ = [
     "read_yaml",
     "section_models",
     "set_key",
+    "tracker_names",
 ]

@@ -110,6 +110,12 @@ class EvalConfig(StrictModel):
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow")  # log.tracker's choices
 
 
+def tracker_names(value: str | list[str]) -> list[str]:
+    """The trackers a ``log.tracker`` value chooses, in its order (none: an empty list)."""
+    names = [value] if isinstance(value, str) else list(value)
+    return [name for name in names if name != "none"]
+
+
 class LogConfig(StrictModel):
     """The ``log`` section: which checkpoints are kept, the progress shown, and the experiment
     trackers that mirror the run."""
@@ -151,8 +157,7 @@ class LogConfig(StrictModel):
 
     def trackers(self) -> list[str]:
         """The trackers chosen, in the order given (none: an empty list)."""
-        names = [self.tracker] if isinstance(self.tracker, str) else list(self.tracker)
-        return [name for name in names if name != "none"]
+        return tracker_names(self.tracker)
 
 
 class RunConfig(StrictModel):

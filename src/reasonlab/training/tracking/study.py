@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reasonlab.config import tracker_names
 from reasonlab.runs.summary import StudyResult
 from reasonlab.training.tracking.base import Scalar
 from reasonlab.training.tracking.registry import require_trackers
@@ -16,10 +17,7 @@ def study_trackers(result: StudyResult) -> list[str]:
     """Every tracker that one of the study's runs chose (``log.tracker``), in order."""
     names: dict[str, None] = {}
     for run in result.runs.values():
-        chosen = run.config.get("log", {}).get("tracker", "none")
-        for name in [chosen] if isinstance(chosen, str) else chosen:
-            if name != "none":
-                names[name] = None
+        names.update(dict.fromkeys(tracker_names(run.config.get("log", {}).get("tracker", "none"))))
     return list(names)
 
 
